@@ -1,0 +1,29 @@
+//! Compiles the contracts in proto/ with protox (pure Rust: no protoc on the machine), generates the tonic code,
+//! and writes the encoded descriptor set that server reflection serves.
+
+use std::{env, fs, path::PathBuf};
+
+const PROTOS: &[&str] = &[
+    "keymint/v1/object.proto",
+    "keymint/admin/v1/admin.proto",
+    "keymint/management/v1/management.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler.include_imports(true).include_source_info(true);
+    compiler.open_files(PROTOS)?;
+
+    // Reflection serves the encoded set as protox wrote it, so options such as google.api.http survive.
+    fs::write(out_dir.join("keymint_descriptor.bin"), compiler.encode_file_descriptor_set())?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .include_file("keymint_protos.rs")
+        .compile_fds(compiler.file_descriptor_set())?;
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Applications and their keys. An application is one aggregate: creating it is its sequence 1, and every key
+//! added to or removed from it advances its sequence.
+
+use std::collections::HashSet;
+
+use super::{
+    DomainError, Event, Timestamp, aggregate::Aggregate, events::KeyType, validate::Violations,
+};
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum Status {
+    #[default]
+    Absent,
+    Active,
+    Removed,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct App {
+    pub status: Status,
+    pub project_id: String,
+    pub name: String,
+    pub client_id: String,
+    /// The IDs of the keys that are not removed.
+    pub keys: HashSet<String>,
+}
+
+impl Aggregate for App {
+    fn apply(&mut self, event: &Event) {
+        match event {
+            Event::AppAdded { project_id, name, client_id } => {
+                self.status = Status::Active;
+                self.project_id = project_id.clone();
+                self.name = name.clone();
+                self.client_id = client_id.clone();
+            }
+            Event::AppKeyAdded { key_id, .. } => {
+                self.keys.insert(key_id.clone());
+            }
+            Event::AppKeyRemoved { key_id } => {
+                self.keys.remove(key_id);
+            }
+            Event::AppRemoved { .. } => {
+                self.status = Status::Removed;
+                self.keys.clear();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A new key's public half and its lifetime, decided by the caller before the command runs.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub key_id: String,
+    pub key_type: KeyType,
+    pub expiration: Timestamp,
+    pub public_key_pem: String,
+}
+
+impl App {
+    /// The client ID an application presents: `<app id>@<project name>`.
+    pub fn client_id(app_id: &str, project_name: &str) -> String {
+        format!("{app_id}@{project_name}")
+    }
+
+    pub fn add(
+        &self,
+        app_id: &str,
+        project_id: &str,
+        project_name: &str,
+        name: &str,
+    ) -> Result<Vec<Event>, DomainError> {
+        let mut violations = Violations::new();
+        violations.name("name", name);
+        violations.into_result()?;
+        if self.status != Status::Absent {
+            return Err(DomainError::already_exists("APP_ALREADY_EXISTS", "the application exists"));
+        }
+        Ok(vec![Event::AppAdded {
+            project_id: project_id.to_owned(),
+            name: name.trim().to_owned(),
+            client_id: App::client_id(app_id, project_name),
+        }])
+    }
+
+    /// Checks that the application is live in the given project; anything else is NOT_FOUND to the caller.
+    pub fn ensure_active(&self, app_id: &str, project_id: &str) -> Result<(), DomainError> {
+        if self.status == Status::Active && self.project_id == project_id {
+            Ok(())
+        } else {
+            Err(not_found(app_id))
+        }
+    }
+
+    pub fn add_key(
+        &self,
+        app_id: &str,
+        project_id: &str,
+        key: NewKey,
+        now: Timestamp,
+    ) -> Result<Vec<Event>, DomainError> {
+        if key.expiration <= now {
+            return Err(DomainError::invalid(
+                "expiration_date",
+                "must be in the future (leave it out for a key that does not expire)",
+            ));
+        }
+        self.ensure_active(app_id, project_id)?;
+        Ok(vec![Event::AppKeyAdded {
+            key_id: key.key_id,
+            key_type: key.key_type,
+            expiration: key.expiration.micros(),
+            public_key: key.public_key_pem,
+        }])
+    }
+
+    pub fn remove_key(
+        &self,
+        app_id: &str,
+        project_id: &str,
+        key_id: &str,
+    ) -> Result<Vec<Event>, DomainError> {
+        self.ensure_active(app_id, project_id)?;
+        if !self.keys.contains(key_id) {
+            return Err(DomainError::not_found(
+                "APP_KEY_NOT_FOUND",
+                format!("key {key_id} of application {app_id} not found"),
+            ));
+        }
+        Ok(vec![Event::AppKeyRemoved { key_id: key_id.to_owned() }])
+    }
+
+    pub fn remove(&self, app_id: &str, project_id: &str) -> Result<Vec<Event>, DomainError> {
+        self.ensure_active(app_id, project_id)?;
+        Ok(vec![Event::AppRemoved { project_id: project_id.to_owned() }])
+    }
+}
+
+pub fn not_found(app_id: &str) -> DomainError {
+    DomainError::not_found("APP_NOT_FOUND", format!("application {app_id} not found"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::aggregate::Loaded;
+
+    const NOW: Timestamp = Timestamp(1_764_000_000_000_000);
+
+    fn new_key(id: &str, expiration: Timestamp) -> NewKey {
+        NewKey {
+            key_id: id.into(),
+            key_type: KeyType::Json,
+            expiration,
+            public_key_pem: "pem".into(),
+        }
+    }
+
+    fn live_app() -> Loaded<App> {
+        Loaded::replay(&[Event::AppAdded {
+            project_id: "p".into(),
+            name: "api".into(),
+            client_id: "a@billing".into(),
+        }])
+    }
+
+    #[test]
+    fn a_key_is_added_to_a_live_app() {
+        let app = live_app();
+        let events = app.state.add_key("a", "p", new_key("k", Timestamp::NEVER), NOW);
+        assert!(matches!(events.as_deref(), Ok([Event::AppKeyAdded { key_id, .. }]) if key_id == "k"));
+    }
+
+    #[test]
+    fn an_expiration_in_the_past_or_now_is_invalid() {
+        let app = live_app();
+        for expiration in [NOW, Timestamp(NOW.0 - 1)] {
+            let refused = app.state.add_key("a", "p", new_key("k", expiration), NOW);
+            assert!(matches!(refused, Err(DomainError::InvalidArgument(v)) if v[0].field == "expiration_date"));
+        }
+    }
+
+    #[test]
+    fn removed_apps_and_other_projects_answer_not_found() {
+        let mut app = live_app();
+        assert!(matches!(
+            app.state.add_key("a", "other", new_key("k", Timestamp::NEVER), NOW),
+            Err(DomainError::NotFound { reason: "APP_NOT_FOUND", .. })
+        ));
+        app.state.apply(&Event::AppRemoved { project_id: "p".into() });
+        assert!(matches!(
+            app.state.add_key("a", "p", new_key("k", Timestamp::NEVER), NOW),
+            Err(DomainError::NotFound { reason: "APP_NOT_FOUND", .. })
+        ));
+    }
+
+    #[test]
+    fn a_key_is_removed_once() {
+        let mut app = live_app();
+        app.state.apply(&Event::AppKeyAdded {
+            key_id: "k".into(),
+            key_type: KeyType::Json,
+            expiration: Timestamp::NEVER.0,
+            public_key: "pem".into(),
+        });
+        let removed = app.state.remove_key("a", "p", "k");
+        assert_eq!(removed.ok(), Some(vec![Event::AppKeyRemoved { key_id: "k".into() }]));
+        app.state.apply(&Event::AppKeyRemoved { key_id: "k".into() });
+        assert!(matches!(
+            app.state.remove_key("a", "p", "k"),
+            Err(DomainError::NotFound { reason: "APP_KEY_NOT_FOUND", .. })
+        ));
+    }
+}

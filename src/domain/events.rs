@@ -1,0 +1,250 @@
+//! The events of every aggregate: what is stored, as serde types kept apart from the API's and the state's.
+
+use serde::{Deserialize, Serialize};
+
+/// The kinds of aggregates, as the `events.aggregate_type` column names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AggregateType {
+    Org,
+    Project,
+    App,
+    Credential,
+}
+
+impl AggregateType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AggregateType::Org => "org",
+            AggregateType::Project => "project",
+            AggregateType::App => "app",
+            AggregateType::Credential => "credential",
+        }
+    }
+}
+
+/// The format of an application key, as events record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyType {
+    Json,
+}
+
+/// What a credential may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialRole {
+    /// May act in every organization and manage organizations.
+    InstanceAdmin,
+}
+
+impl CredentialRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialRole::InstanceAdmin => "instance_admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "instance_admin" => Some(CredentialRole::InstanceAdmin),
+            _ => None,
+        }
+    }
+}
+
+/// Every event keymint records. Payloads never hold secrets: keys carry only their public half and credentials
+/// only the hash of their secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    OrgAdded { name: String },
+    ProjectAdded { name: String },
+    ProjectRemoved,
+    AppAdded { project_id: String, name: String, client_id: String },
+    AppKeyAdded {
+        key_id: String,
+        key_type: KeyType,
+        /// Microseconds since the Unix epoch.
+        expiration: i64,
+        /// SubjectPublicKeyInfo PEM.
+        public_key: String,
+    },
+    AppKeyRemoved { key_id: String },
+    AppRemoved { project_id: String },
+    CredentialAdded { token_hash: String, role: CredentialRole },
+}
+
+// The stored JSON of each event, one struct per event type; field names are part of the stored format.
+mod payload {
+    use super::{CredentialRole, KeyType};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Named {
+        pub name: String,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Empty {}
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct AppAdded {
+        pub project_id: String,
+        pub name: String,
+        pub client_id: String,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct AppKeyAdded {
+        pub key_id: String,
+        #[serde(rename = "type")]
+        pub key_type: KeyType,
+        pub expiration_micros: i64,
+        pub public_key: String,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct KeyRef {
+        pub key_id: String,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ProjectRef {
+        pub project_id: String,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct CredentialAdded {
+        pub token_hash: String,
+        pub role: CredentialRole,
+    }
+}
+
+/// A stored event that could not be read back: an unknown type or a payload of the wrong shape.
+#[derive(Debug, thiserror::Error)]
+#[error("stored event {event_type} v{version} cannot be decoded: {cause}")]
+pub struct DecodeError {
+    pub event_type: String,
+    pub version: i32,
+    pub cause: String,
+}
+
+impl Event {
+    /// The version of the payload format each event type is written with.
+    pub const VERSION: i32 = 1;
+
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::OrgAdded { .. } => "org.added",
+            Event::ProjectAdded { .. } => "project.added",
+            Event::ProjectRemoved => "project.removed",
+            Event::AppAdded { .. } => "app.added",
+            Event::AppKeyAdded { .. } => "app.key.added",
+            Event::AppKeyRemoved { .. } => "app.key.removed",
+            Event::AppRemoved { .. } => "app.removed",
+            Event::CredentialAdded { .. } => "credential.added",
+        }
+    }
+
+    /// The payload as stored JSON.
+    pub fn to_payload(&self) -> String {
+        let json = match self.clone() {
+            Event::OrgAdded { name } | Event::ProjectAdded { name } => {
+                serde_json::to_string(&payload::Named { name })
+            }
+            Event::ProjectRemoved => serde_json::to_string(&payload::Empty {}),
+            Event::AppAdded { project_id, name, client_id } => {
+                serde_json::to_string(&payload::AppAdded { project_id, name, client_id })
+            }
+            Event::AppKeyAdded { key_id, key_type, expiration, public_key } => {
+                serde_json::to_string(&payload::AppKeyAdded {
+                    key_id,
+                    key_type,
+                    expiration_micros: expiration,
+                    public_key,
+                })
+            }
+            Event::AppKeyRemoved { key_id } => serde_json::to_string(&payload::KeyRef { key_id }),
+            Event::AppRemoved { project_id } => {
+                serde_json::to_string(&payload::ProjectRef { project_id })
+            }
+            Event::CredentialAdded { token_hash, role } => {
+                serde_json::to_string(&payload::CredentialAdded { token_hash, role })
+            }
+        };
+        // Serializing these plain structs to a String cannot fail.
+        json.unwrap_or_default()
+    }
+
+    /// Reads a stored event back.
+    pub fn decode(event_type: &str, version: i32, payload: &str) -> Result<Event, DecodeError> {
+        fn parse<'a, T: Deserialize<'a>>(payload: &'a str) -> Result<T, String> {
+            serde_json::from_str(payload).map_err(|e| e.to_string())
+        }
+        let decoded = match event_type {
+            "org.added" => parse::<payload::Named>(payload).map(|p| Event::OrgAdded { name: p.name }),
+            "project.added" => {
+                parse::<payload::Named>(payload).map(|p| Event::ProjectAdded { name: p.name })
+            }
+            "project.removed" => parse::<payload::Empty>(payload).map(|_| Event::ProjectRemoved),
+            "app.added" => parse::<payload::AppAdded>(payload).map(|p| Event::AppAdded {
+                project_id: p.project_id,
+                name: p.name,
+                client_id: p.client_id,
+            }),
+            "app.key.added" => parse::<payload::AppKeyAdded>(payload).map(|p| Event::AppKeyAdded {
+                key_id: p.key_id,
+                key_type: p.key_type,
+                expiration: p.expiration_micros,
+                public_key: p.public_key,
+            }),
+            "app.key.removed" => {
+                parse::<payload::KeyRef>(payload).map(|p| Event::AppKeyRemoved { key_id: p.key_id })
+            }
+            "app.removed" => parse::<payload::ProjectRef>(payload)
+                .map(|p| Event::AppRemoved { project_id: p.project_id }),
+            "credential.added" => parse::<payload::CredentialAdded>(payload)
+                .map(|p| Event::CredentialAdded { token_hash: p.token_hash, role: p.role }),
+            _ => Err("unknown event type".to_owned()),
+        };
+        decoded.map_err(|cause| DecodeError { event_type: event_type.to_owned(), version, cause })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_round_trips_through_its_stored_form() {
+        let events = [
+            Event::OrgAdded { name: "acme".into() },
+            Event::ProjectAdded { name: "billing".into() },
+            Event::ProjectRemoved,
+            Event::AppAdded { project_id: "1".into(), name: "api".into(), client_id: "2@billing".into() },
+            Event::AppKeyAdded {
+                key_id: "3".into(),
+                key_type: KeyType::Json,
+                expiration: 42,
+                public_key: "-----BEGIN PUBLIC KEY-----".into(),
+            },
+            Event::AppKeyRemoved { key_id: "3".into() },
+            Event::AppRemoved { project_id: "1".into() },
+            Event::CredentialAdded { token_hash: "ab".into(), role: CredentialRole::InstanceAdmin },
+        ];
+        for event in events {
+            let decoded = Event::decode(event.event_type(), Event::VERSION, &event.to_payload());
+            assert_eq!(decoded.ok(), Some(event));
+        }
+    }
+
+    #[test]
+    fn unknown_types_and_bad_payloads_are_errors() {
+        assert!(Event::decode("app.exploded", 1, "{}").is_err());
+        assert!(Event::decode("app.key.removed", 1, "{\"name\":1}").is_err());
+    }
+}

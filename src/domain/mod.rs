@@ -1,0 +1,16 @@
+//! The domain: aggregates, their events and rules. Pure: no I/O, no clock, no randomness of its own.
+
+pub mod aggregate;
+pub mod app;
+pub mod error;
+pub mod events;
+pub mod ids;
+pub mod org;
+pub mod principal;
+pub mod project;
+pub mod time;
+pub mod validate;
+
+pub use error::{DomainError, FieldViolation};
+pub use events::{AggregateType, Event};
+pub use time::Timestamp;

@@ -1,0 +1,4 @@
+//! keymint: a key-issuing service for API applications and integrations.
+
+pub mod domain;
+pub mod store;

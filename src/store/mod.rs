@@ -1,0 +1,229 @@
+//! The event store: the `events` table, the read models derived from it, and the trait both databases implement.
+
+mod migrate;
+pub mod postgres;
+pub mod projections;
+mod sql;
+pub mod sqlite;
+
+use std::{path::Path, sync::Arc};
+
+use async_trait::async_trait;
+
+use crate::domain::{AggregateType, Event, Timestamp, events::DecodeError};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Failures of the store. `Conflict` is the expected outcome of a lost race; the rest are faults.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to the aggregate first, or a unique read-model constraint was hit.
+    #[error("another write to the same object won the race")]
+    Conflict,
+    #[error("database: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("migration {version} failed: {cause}")]
+    Migration { version: i64, cause: sqlx::Error },
+    #[error(transparent)]
+    Corrupt(#[from] DecodeError),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Events to append to one aggregate, all or nothing.
+#[derive(Debug)]
+pub struct Append<'a> {
+    pub aggregate_type: AggregateType,
+    pub aggregate_id: &'a str,
+    pub resource_owner: &'a str,
+    pub creator: &'a str,
+    pub created_at: Timestamp,
+    /// The aggregate's sequence the events were decided on; the first new event gets `expected_sequence + 1`.
+    pub expected_sequence: u64,
+    pub events: Vec<Event>,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RecordedEvent {
+    pub position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: i32,
+    pub payload: String,
+    pub resource_owner: String,
+    pub creator: String,
+    pub created_at: i64,
+}
+
+impl RecordedEvent {
+    pub fn event(&self) -> Result<Event, DecodeError> {
+        Event::decode(&self.event_type, self.event_version, &self.payload)
+    }
+}
+
+/// Which of an aggregate's events to read.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRange {
+    /// Ascending: events after this sequence; descending: events before it (0 = from the end).
+    pub from_sequence: u64,
+    pub limit: u32,
+    pub asc: bool,
+}
+
+/// Paging of a read-model list.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub offset: u64,
+    pub limit: u32,
+    pub asc: bool,
+}
+
+/// One page of a list and the number of rows across all pages.
+#[derive(Debug, Clone)]
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+}
+
+/// What every read-model row reports about its object's last change.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RowDetails {
+    pub org_id: String,
+    pub sequence: i64,
+    pub created_at: i64,
+    pub changed_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OrgRow {
+    pub id: String,
+    pub name: String,
+    #[sqlx(flatten)]
+    pub details: RowDetails,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ProjectRow {
+    pub id: String,
+    pub name: String,
+    #[sqlx(flatten)]
+    pub details: RowDetails,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AppRow {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub client_id: String,
+    #[sqlx(flatten)]
+    pub details: RowDetails,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AppKeyRow {
+    pub id: String,
+    pub app_id: String,
+    pub key_type: i32,
+    pub expires_at: i64,
+    /// SubjectPublicKeyInfo PEM: what verifies tokens signed with the key.
+    pub public_key: String,
+    #[sqlx(flatten)]
+    pub details: RowDetails,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CredentialRow {
+    pub id: String,
+    pub org_id: String,
+    pub role: String,
+}
+
+/// The store keymint runs on. Both implementations run the same SQL (see `sql.rs`) and pass the same
+/// conformance tests.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends events to one aggregate and applies them to the read models, in one transaction. Fails with
+    /// `Conflict` when the aggregate's sequence is no longer `expected_sequence`.
+    async fn append(&self, append: Append<'_>) -> Result<Vec<RecordedEvent>>;
+    /// All events of one aggregate, oldest first.
+    async fn load(&self, aggregate_type: AggregateType, id: &str) -> Result<Vec<RecordedEvent>>;
+    /// A page of one aggregate's events.
+    async fn events(
+        &self,
+        aggregate_type: AggregateType,
+        id: &str,
+        range: EventRange,
+    ) -> Result<Vec<RecordedEvent>>;
+    /// Whether any event was ever written: false on the first start.
+    async fn is_empty(&self) -> Result<bool>;
+    /// The global position of the last event applied to the read models.
+    async fn position(&self) -> Result<u64>;
+
+    async fn org(&self, id: &str) -> Result<Option<OrgRow>>;
+    async fn org_by_name(&self, name: &str) -> Result<Option<OrgRow>>;
+    async fn orgs(&self, page: Page) -> Result<Listed<OrgRow>>;
+    async fn project(&self, org_id: &str, id: &str) -> Result<Option<ProjectRow>>;
+    async fn project_by_name(&self, org_id: &str, name: &str) -> Result<Option<ProjectRow>>;
+    async fn projects(&self, org_id: &str, page: Page) -> Result<Listed<ProjectRow>>;
+    async fn app(&self, org_id: &str, project_id: &str, id: &str) -> Result<Option<AppRow>>;
+    async fn app_by_name(&self, project_id: &str, name: &str) -> Result<Option<AppRow>>;
+    async fn apps(&self, org_id: &str, project_id: &str, page: Page) -> Result<Listed<AppRow>>;
+    async fn app_key(
+        &self,
+        org_id: &str,
+        project_id: &str,
+        app_id: &str,
+        id: &str,
+    ) -> Result<Option<AppKeyRow>>;
+    async fn app_keys(
+        &self,
+        org_id: &str,
+        project_id: &str,
+        app_id: &str,
+        page: Page,
+    ) -> Result<Listed<AppKeyRow>>;
+    async fn credential(&self, token_hash: &str) -> Result<Option<CredentialRow>>;
+
+    /// Empties the read models and replays every event into them; returns the number of events replayed.
+    async fn rebuild_projections(&self) -> Result<u64>;
+    /// Every read-model row as text, table by table in a fixed order: for comparing two states of the models.
+    async fn projection_snapshot(&self) -> Result<Vec<String>>;
+}
+
+/// Opens the store a URL names: `postgres://…` for PostgreSQL, else SQLite at `<data dir>/keymint.db` (or at the
+/// `sqlite:` URL given). Runs pending migrations.
+pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn EventStore>> {
+    match database_url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Arc::new(PgStore::connect(url).await?))
+        }
+        Some(url) if url.starts_with("sqlite:") => Ok(Arc::new(SqliteStore::connect(url).await?)),
+        Some(other) => Err(StoreError::Config(format!(
+            "unsupported database URL scheme in {:?}: use postgres://… or sqlite:…",
+            other.split(':').next().unwrap_or_default()
+        ))),
+        None => {
+            std::fs::create_dir_all(data_dir).map_err(|e| {
+                StoreError::Config(format!("cannot create data dir {}: {e}", data_dir.display()))
+            })?;
+            let path = data_dir.join("keymint.db");
+            Ok(Arc::new(SqliteStore::open_file(&path).await?))
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! How each event changes the read models: a pure mapping from events to row changes, which each store executes
+//! with its own connection inside the append transaction (and again, in order, when the models are rebuilt).
+
+use crate::domain::{Event, events::KeyType};
+
+use super::{RecordedEvent, StoreError};
+
+/// The read-model tables, in the order a rebuild empties and a snapshot reads them.
+pub const TABLES: &[&str] = &["orgs", "projects", "apps", "app_keys", "credentials"];
+
+/// One change to the read models. Every change also carries the event's aggregate ID, sequence and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    InsertOrg { name: String },
+    InsertProject { name: String },
+    /// Deletes the project with its applications and their keys.
+    DeleteProject,
+    InsertApp { project_id: String, name: String, client_id: String },
+    /// Records the application's new sequence and change time.
+    TouchApp,
+    InsertAppKey { key_id: String, key_type: i32, expires_at: i64, public_key: String },
+    DeleteAppKey { key_id: String },
+    /// Deletes the application with its keys.
+    DeleteApp,
+    InsertCredential { token_hash: String, role: String },
+}
+
+/// The changes one stored event makes.
+pub fn changes_of(recorded: &RecordedEvent) -> Result<Vec<Change>, StoreError> {
+    let changes = match recorded.event()? {
+        Event::OrgAdded { name } => vec![Change::InsertOrg { name }],
+        Event::ProjectAdded { name } => vec![Change::InsertProject { name }],
+        Event::ProjectRemoved => vec![Change::DeleteProject],
+        Event::AppAdded { project_id, name, client_id } => {
+            vec![Change::InsertApp { project_id, name, client_id }]
+        }
+        Event::AppKeyAdded { key_id, key_type, expiration, public_key } => vec![
+            Change::InsertAppKey {
+                key_id,
+                key_type: key_type_number(key_type),
+                expires_at: expiration,
+                public_key,
+            },
+            Change::TouchApp,
+        ],
+        Event::AppKeyRemoved { key_id } => vec![Change::DeleteAppKey { key_id }, Change::TouchApp],
+        Event::AppRemoved { .. } => vec![Change::DeleteApp],
+        Event::CredentialAdded { token_hash, role } => {
+            vec![Change::InsertCredential { token_hash, role: role.as_str().to_owned() }]
+        }
+    };
+    Ok(changes)
+}
+
+/// Key types as the read model stores them: the API's enum numbers.
+pub fn key_type_number(key_type: KeyType) -> i32 {
+    match key_type {
+        KeyType::Json => 1,
+    }
+}

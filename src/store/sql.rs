@@ -1,0 +1,488 @@
+//! The SQL both stores run, and the one implementation of `EventStore` over it. SQLite accepts PostgreSQL's `$N`
+//! placeholders, and the schemas differ only in column types, so one text serves both. The implementation is
+//! instantiated per driver by a macro: code generic over `sqlx::Database` ends in trait-bound knots.
+
+pub const INSERT_EVENT: &str = "INSERT INTO events \
+    (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, resource_owner, creator, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+    RETURNING position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
+    resource_owner, creator, created_at";
+
+macro_rules! select_events {
+    ($tail:literal) => {
+        concat!(
+            "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, ",
+            "resource_owner, creator, created_at FROM events ",
+            $tail
+        )
+    };
+}
+
+pub const LOAD_AGGREGATE: &str =
+    select_events!("WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence");
+pub const EVENTS_ASC: &str = select_events!(
+    "WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence LIMIT $4"
+);
+pub const EVENTS_DESC: &str = select_events!(
+    "WHERE aggregate_type = $1 AND aggregate_id = $2 AND ($3 = 0 OR sequence < $3) \
+     ORDER BY sequence DESC LIMIT $4"
+);
+pub const EVENTS_AFTER_POSITION: &str =
+    select_events!("WHERE position > $1 ORDER BY position LIMIT $2");
+pub const ANY_EVENT: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM events LIMIT 1) AS any_event";
+pub const LAST_POSITION: &str = "SELECT COALESCE(MAX(position), 0) FROM events";
+
+// Read-model changes (see projections.rs). $1 is always the aggregate ID.
+pub const INSERT_ORG: &str = "INSERT INTO orgs (id, name, sequence, created_at, changed_at) \
+    VALUES ($1, $2, $3, $4, $4)";
+pub const INSERT_PROJECT: &str = "INSERT INTO projects \
+    (id, org_id, name, sequence, created_at, changed_at) VALUES ($1, $2, $3, $4, $5, $5)";
+pub const DELETE_PROJECT: [&str; 3] = [
+    "DELETE FROM app_keys WHERE project_id = $1",
+    "DELETE FROM apps WHERE project_id = $1",
+    "DELETE FROM projects WHERE id = $1",
+];
+pub const INSERT_APP: &str = "INSERT INTO apps \
+    (id, org_id, project_id, name, client_id, sequence, created_at, changed_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $7)";
+pub const TOUCH_APP: &str = "UPDATE apps SET sequence = $2, changed_at = $3 WHERE id = $1";
+pub const INSERT_APP_KEY: &str = "INSERT INTO app_keys \
+    (id, org_id, project_id, app_id, key_type, expires_at, public_key, sequence, created_at, changed_at) \
+    SELECT $2, org_id, project_id, $1, $3, $4, $5, $6, $7, $7 FROM apps WHERE id = $1";
+pub const DELETE_APP_KEY: &str = "DELETE FROM app_keys WHERE app_id = $1 AND id = $2";
+pub const DELETE_APP: [&str; 2] =
+    ["DELETE FROM app_keys WHERE app_id = $1", "DELETE FROM apps WHERE id = $1"];
+pub const INSERT_CREDENTIAL: &str = "INSERT INTO credentials (id, org_id, token_hash, role, created_at) \
+    VALUES ($1, $2, $3, $4, $5)";
+
+// Read-model queries. Lists order by creation, then ID; `{order}` is ASC or DESC.
+const ORG_COLUMNS: &str = "id, name, id AS org_id, sequence, created_at, changed_at";
+pub const ORG: &str =
+    "SELECT id, name, id AS org_id, sequence, created_at, changed_at FROM orgs WHERE id = $1";
+pub const ORG_BY_NAME: &str =
+    "SELECT id, name, id AS org_id, sequence, created_at, changed_at FROM orgs WHERE name = $1";
+pub const COUNT_ORGS: &str = "SELECT COUNT(*) FROM orgs";
+pub const PROJECT: &str = "SELECT id, name, org_id, sequence, created_at, changed_at FROM projects \
+    WHERE org_id = $1 AND id = $2";
+pub const PROJECT_BY_NAME: &str = "SELECT id, name, org_id, sequence, created_at, changed_at \
+    FROM projects WHERE org_id = $1 AND name = $2";
+pub const COUNT_PROJECTS: &str = "SELECT COUNT(*) FROM projects WHERE org_id = $1";
+const APP_COLUMNS: &str = "id, project_id, name, client_id, org_id, sequence, created_at, changed_at";
+pub const APP: &str = "SELECT id, project_id, name, client_id, org_id, sequence, created_at, changed_at \
+    FROM apps WHERE org_id = $1 AND project_id = $2 AND id = $3";
+pub const APP_BY_NAME: &str = "SELECT id, project_id, name, client_id, org_id, sequence, created_at, \
+    changed_at FROM apps WHERE project_id = $1 AND name = $2";
+pub const COUNT_APPS: &str = "SELECT COUNT(*) FROM apps WHERE org_id = $1 AND project_id = $2";
+const APP_KEY_COLUMNS: &str =
+    "id, app_id, key_type, expires_at, public_key, org_id, sequence, created_at, changed_at";
+pub const APP_KEY: &str = "SELECT id, app_id, key_type, expires_at, public_key, org_id, sequence, \
+    created_at, changed_at FROM app_keys WHERE org_id = $1 AND project_id = $2 AND app_id = $3 AND id = $4";
+pub const COUNT_APP_KEYS: &str =
+    "SELECT COUNT(*) FROM app_keys WHERE org_id = $1 AND project_id = $2 AND app_id = $3";
+pub const CREDENTIAL: &str = "SELECT id, org_id, role FROM credentials WHERE token_hash = $1";
+
+/// A page of a list query: `LIMIT $n OFFSET $n+1` after the filter's own parameters.
+pub fn list(columns: &str, table: &str, filter: &str, asc: bool) -> String {
+    let order = if asc { "ASC" } else { "DESC" };
+    let params = filter.matches('$').count();
+    format!(
+        "SELECT {columns} FROM {table} {filter} ORDER BY created_at {order}, id {order} \
+         LIMIT ${} OFFSET ${}",
+        params + 1,
+        params + 2
+    )
+}
+
+pub fn list_orgs(asc: bool) -> String {
+    list(ORG_COLUMNS, "orgs", "", asc)
+}
+
+pub fn list_projects(asc: bool) -> String {
+    list("id, name, org_id, sequence, created_at, changed_at", "projects", "WHERE org_id = $1", asc)
+}
+
+pub fn list_apps(asc: bool) -> String {
+    list(APP_COLUMNS, "apps", "WHERE org_id = $1 AND project_id = $2", asc)
+}
+
+pub fn list_app_keys(asc: bool) -> String {
+    list(APP_KEY_COLUMNS, "app_keys", "WHERE org_id = $1 AND project_id = $2 AND app_id = $3", asc)
+}
+
+/// Every row of each read model as one line of text, for comparing live and rebuilt models.
+pub const SNAPSHOT: [&str; 5] = [
+    "SELECT id || '|' || name || '|' || sequence || '|' || created_at || '|' || changed_at \
+     FROM orgs ORDER BY id",
+    "SELECT id || '|' || org_id || '|' || name || '|' || sequence || '|' || created_at || '|' || changed_at \
+     FROM projects ORDER BY id",
+    "SELECT id || '|' || org_id || '|' || project_id || '|' || name || '|' || client_id || '|' || sequence \
+     || '|' || created_at || '|' || changed_at FROM apps ORDER BY id",
+    "SELECT id || '|' || org_id || '|' || project_id || '|' || app_id || '|' || key_type || '|' || expires_at \
+     || '|' || public_key || '|' || sequence || '|' || created_at || '|' || changed_at FROM app_keys ORDER BY id",
+    "SELECT id || '|' || org_id || '|' || token_hash || '|' || role || '|' || created_at \
+     FROM credentials ORDER BY id",
+];
+
+pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
+    (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
+pub const MIGRATION_APPLIED: &str = "SELECT COUNT(*) FROM schema_migrations WHERE version = $1";
+pub const RECORD_MIGRATION: &str =
+    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)";
+
+/// Implements `EventStore` for a store struct with `read` and `write` pools of the given sqlx database.
+macro_rules! impl_event_store {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            /// Applies one recorded event to the read models on the given connection.
+            async fn project(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                event: &$crate::store::RecordedEvent,
+            ) -> $crate::store::Result<()> {
+                use $crate::store::{projections::Change, sql};
+                let id = event.aggregate_id.as_str();
+                let (seq, at, owner) = (event.sequence, event.created_at, event.resource_owner.as_str());
+                for change in $crate::store::projections::changes_of(event)? {
+                    match change {
+                        Change::InsertOrg { name } => {
+                            sqlx::query(sql::INSERT_ORG).bind(id).bind(name).bind(seq).bind(at)
+                                .execute(&mut *conn).await?;
+                        }
+                        Change::InsertProject { name } => {
+                            sqlx::query(sql::INSERT_PROJECT).bind(id).bind(owner).bind(name).bind(seq)
+                                .bind(at).execute(&mut *conn).await?;
+                        }
+                        Change::DeleteProject => {
+                            for statement in sql::DELETE_PROJECT {
+                                sqlx::query(statement).bind(id).execute(&mut *conn).await?;
+                            }
+                        }
+                        Change::InsertApp { project_id, name, client_id } => {
+                            sqlx::query(sql::INSERT_APP).bind(id).bind(owner).bind(project_id).bind(name)
+                                .bind(client_id).bind(seq).bind(at).execute(&mut *conn).await?;
+                        }
+                        Change::TouchApp => {
+                            sqlx::query(sql::TOUCH_APP).bind(id).bind(seq).bind(at)
+                                .execute(&mut *conn).await?;
+                        }
+                        Change::InsertAppKey { key_id, key_type, expires_at, public_key } => {
+                            sqlx::query(sql::INSERT_APP_KEY).bind(id).bind(key_id).bind(key_type)
+                                .bind(expires_at).bind(public_key).bind(seq).bind(at)
+                                .execute(&mut *conn).await?;
+                        }
+                        Change::DeleteAppKey { key_id } => {
+                            sqlx::query(sql::DELETE_APP_KEY).bind(id).bind(key_id)
+                                .execute(&mut *conn).await?;
+                        }
+                        Change::DeleteApp => {
+                            for statement in sql::DELETE_APP {
+                                sqlx::query(statement).bind(id).execute(&mut *conn).await?;
+                            }
+                        }
+                        Change::InsertCredential { token_hash, role } => {
+                            sqlx::query(sql::INSERT_CREDENTIAL).bind(id).bind(owner).bind(token_hash)
+                                .bind(role).bind(at).execute(&mut *conn).await?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+
+            /// Applies the given migrations that have not run yet, each recorded in `schema_migrations`, all in
+            /// one transaction so that a failed start leaves the schema as it was.
+            async fn run_migrations(
+                pool: &sqlx::Pool<$db>,
+                migrations: &[$crate::store::migrate::Migration],
+                lock: Option<&'static str>,
+            ) -> $crate::store::Result<()> {
+                use $crate::store::{StoreError, sql};
+                let mut tx = pool.begin().await?;
+                if let Some(lock) = lock {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
+                sqlx::query(sql::MIGRATIONS_TABLE).execute(&mut *tx).await?;
+                for m in migrations {
+                    let applied: i64 = sqlx::query_scalar(sql::MIGRATION_APPLIED).bind(m.version)
+                        .fetch_one(&mut *tx).await?;
+                    if applied > 0 {
+                        continue;
+                    }
+                    sqlx::raw_sql(m.sql).execute(&mut *tx).await
+                        .map_err(|cause| StoreError::Migration { version: m.version, cause })?;
+                    let now = <$crate::domain::time::SystemClock as $crate::domain::time::Clock>::now(
+                        &$crate::domain::time::SystemClock,
+                    );
+                    sqlx::query(sql::RECORD_MIGRATION).bind(m.version).bind(m.name).bind(now.micros())
+                        .execute(&mut *tx).await?;
+                    tracing::info!(version = m.version, name = m.name, "applied migration");
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list<T>(
+                &self,
+                query: String,
+                count: &'static str,
+                filter: &[&str],
+                page: $crate::store::Page,
+            ) -> $crate::store::Result<$crate::store::Listed<T>>
+            where
+                T: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin,
+            {
+                let mut items = sqlx::query_as::<_, T>(sqlx::AssertSqlSafe(query));
+                let mut total = sqlx::query_scalar::<_, i64>(count);
+                for value in filter {
+                    items = items.bind(*value);
+                    total = total.bind(*value);
+                }
+                let items = items
+                    .bind(i64::from(page.limit))
+                    .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
+                    .fetch_all(&self.read)
+                    .await?;
+                let total = total.fetch_one(&self.read).await?;
+                Ok($crate::store::Listed { items, total: u64::try_from(total).unwrap_or_default() })
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::EventStore for $store {
+            async fn append(
+                &self,
+                append: $crate::store::Append<'_>,
+            ) -> $crate::store::Result<Vec<$crate::store::RecordedEvent>> {
+                use $crate::store::sql;
+                let mut tx = self.write.begin().await?;
+                let mut recorded = Vec::with_capacity(append.events.len());
+                let first = i64::try_from(append.expected_sequence).unwrap_or(i64::MAX);
+                for (sequence, event) in (first + 1..).zip(&append.events) {
+                    let row: $crate::store::RecordedEvent = sqlx::query_as(sql::INSERT_EVENT)
+                        .bind(append.aggregate_type.as_str())
+                        .bind(append.aggregate_id)
+                        .bind(sequence)
+                        .bind(event.event_type())
+                        .bind($crate::domain::Event::VERSION)
+                        .bind(event.to_payload())
+                        .bind(append.resource_owner)
+                        .bind(append.creator)
+                        .bind(append.created_at.micros())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    Self::project(&mut tx, &row).await?;
+                    recorded.push(row);
+                }
+                tx.commit().await?;
+                Ok(recorded)
+            }
+
+            async fn load(
+                &self,
+                aggregate_type: $crate::domain::AggregateType,
+                id: &str,
+            ) -> $crate::store::Result<Vec<$crate::store::RecordedEvent>> {
+                Ok(sqlx::query_as($crate::store::sql::LOAD_AGGREGATE)
+                    .bind(aggregate_type.as_str())
+                    .bind(id)
+                    .fetch_all(&self.read)
+                    .await?)
+            }
+
+            async fn events(
+                &self,
+                aggregate_type: $crate::domain::AggregateType,
+                id: &str,
+                range: $crate::store::EventRange,
+            ) -> $crate::store::Result<Vec<$crate::store::RecordedEvent>> {
+                use $crate::store::sql;
+                let query = if range.asc { sql::EVENTS_ASC } else { sql::EVENTS_DESC };
+                Ok(sqlx::query_as(query)
+                    .bind(aggregate_type.as_str())
+                    .bind(id)
+                    .bind(i64::try_from(range.from_sequence).unwrap_or(i64::MAX))
+                    .bind(i64::from(range.limit))
+                    .fetch_all(&self.read)
+                    .await?)
+            }
+
+            async fn is_empty(&self) -> $crate::store::Result<bool> {
+                let any: i64 =
+                    sqlx::query_scalar($crate::store::sql::ANY_EVENT).fetch_one(&self.read).await?;
+                Ok(any == 0)
+            }
+
+            async fn position(&self) -> $crate::store::Result<u64> {
+                let last: i64 =
+                    sqlx::query_scalar($crate::store::sql::LAST_POSITION).fetch_one(&self.read).await?;
+                Ok(u64::try_from(last).unwrap_or_default())
+            }
+
+            async fn org(&self, id: &str) -> $crate::store::Result<Option<$crate::store::OrgRow>> {
+                Ok(sqlx::query_as($crate::store::sql::ORG).bind(id).fetch_optional(&self.read).await?)
+            }
+
+            async fn org_by_name(
+                &self,
+                name: &str,
+            ) -> $crate::store::Result<Option<$crate::store::OrgRow>> {
+                Ok(sqlx::query_as($crate::store::sql::ORG_BY_NAME)
+                    .bind(name)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
+            async fn orgs(
+                &self,
+                page: $crate::store::Page,
+            ) -> $crate::store::Result<$crate::store::Listed<$crate::store::OrgRow>> {
+                use $crate::store::sql;
+                self.list(sql::list_orgs(page.asc), sql::COUNT_ORGS, &[], page).await
+            }
+
+            async fn project(
+                &self,
+                org_id: &str,
+                id: &str,
+            ) -> $crate::store::Result<Option<$crate::store::ProjectRow>> {
+                Ok(sqlx::query_as($crate::store::sql::PROJECT)
+                    .bind(org_id)
+                    .bind(id)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
+            async fn project_by_name(
+                &self,
+                org_id: &str,
+                name: &str,
+            ) -> $crate::store::Result<Option<$crate::store::ProjectRow>> {
+                Ok(sqlx::query_as($crate::store::sql::PROJECT_BY_NAME)
+                    .bind(org_id)
+                    .bind(name)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
+            async fn projects(
+                &self,
+                org_id: &str,
+                page: $crate::store::Page,
+            ) -> $crate::store::Result<$crate::store::Listed<$crate::store::ProjectRow>> {
+                use $crate::store::sql;
+                self.list(sql::list_projects(page.asc), sql::COUNT_PROJECTS, &[org_id], page).await
+            }
+
+            async fn app(
+                &self,
+                org_id: &str,
+                project_id: &str,
+                id: &str,
+            ) -> $crate::store::Result<Option<$crate::store::AppRow>> {
+                Ok(sqlx::query_as($crate::store::sql::APP)
+                    .bind(org_id)
+                    .bind(project_id)
+                    .bind(id)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
+            async fn app_by_name(
+                &self,
+                project_id: &str,
+                name: &str,
+            ) -> $crate::store::Result<Option<$crate::store::AppRow>> {
+                Ok(sqlx::query_as($crate::store::sql::APP_BY_NAME)
+                    .bind(project_id)
+                    .bind(name)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
+            async fn apps(
+                &self,
+                org_id: &str,
+                project_id: &str,
+                page: $crate::store::Page,
+            ) -> $crate::store::Result<$crate::store::Listed<$crate::store::AppRow>> {
+                use $crate::store::sql;
+                self.list(sql::list_apps(page.asc), sql::COUNT_APPS, &[org_id, project_id], page).await
+            }
+
+            async fn app_key(
+                &self,
+                org_id: &str,
+                project_id: &str,
+                app_id: &str,
+                id: &str,
+            ) -> $crate::store::Result<Option<$crate::store::AppKeyRow>> {
+                Ok(sqlx::query_as($crate::store::sql::APP_KEY)
+                    .bind(org_id)
+                    .bind(project_id)
+                    .bind(app_id)
+                    .bind(id)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
+            async fn app_keys(
+                &self,
+                org_id: &str,
+                project_id: &str,
+                app_id: &str,
+                page: $crate::store::Page,
+            ) -> $crate::store::Result<$crate::store::Listed<$crate::store::AppKeyRow>> {
+                use $crate::store::sql;
+                let filter = [org_id, project_id, app_id];
+                self.list(sql::list_app_keys(page.asc), sql::COUNT_APP_KEYS, &filter, page).await
+            }
+
+            async fn credential(
+                &self,
+                token_hash: &str,
+            ) -> $crate::store::Result<Option<$crate::store::CredentialRow>> {
+                Ok(sqlx::query_as($crate::store::sql::CREDENTIAL)
+                    .bind(token_hash)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
+            async fn rebuild_projections(&self) -> $crate::store::Result<u64> {
+                use $crate::store::{projections::TABLES, sql};
+                const BATCH: i64 = 1_000;
+                let mut tx = self.write.begin().await?;
+                for table in TABLES {
+                    let delete = format!("DELETE FROM {table}");
+                    sqlx::query(sqlx::AssertSqlSafe(delete)).execute(&mut *tx).await?;
+                }
+                let (mut after, mut replayed) = (0_i64, 0_u64);
+                loop {
+                    let batch: Vec<$crate::store::RecordedEvent> =
+                        sqlx::query_as(sql::EVENTS_AFTER_POSITION)
+                            .bind(after)
+                            .bind(BATCH)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                    let Some(last) = batch.last() else { break };
+                    after = last.position;
+                    for event in &batch {
+                        Self::project(&mut tx, event).await?;
+                    }
+                    replayed += batch.len() as u64;
+                }
+                tx.commit().await?;
+                Ok(replayed)
+            }
+
+            async fn projection_snapshot(&self) -> $crate::store::Result<Vec<String>> {
+                let mut lines = Vec::new();
+                for (table, query) in $crate::store::projections::TABLES.iter().zip($crate::store::sql::SNAPSHOT) {
+                    lines.push(format!("# {table}"));
+                    let rows: Vec<String> = sqlx::query_scalar(query).fetch_all(&self.read).await?;
+                    lines.extend(rows);
+                }
+                Ok(lines)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_event_store;

@@ -1,0 +1,56 @@
+//! The SQLite store: one file, nothing to install. WAL journal, one writer connection so that concurrent writes
+//! queue in process instead of failing, and a pool of readers beside it.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use sqlx::{
+    Sqlite,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use super::{Result, migrate::{Migration, migrations}, sql::impl_event_store};
+
+const MIGRATIONS: &[Migration] = migrations!("sqlite", (1, "0001_events"), (2, "0002_projections"));
+
+/// Readers run in parallel with the writer under WAL; more than the cores buys nothing on small machines.
+const READERS: u32 = 4;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and migrates it.
+    pub async fn open_file(path: &Path) -> Result<Self> {
+        Self::open(SqliteConnectOptions::new().filename(path)).await
+    }
+
+    /// Opens a `sqlite:` URL and migrates it.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::open(SqliteConnectOptions::from_str(url)?).await
+    }
+
+    async fn open(options: SqliteConnectOptions) -> Result<Self> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            // Another process holding the write lock makes writers wait, not fail.
+            .busy_timeout(Duration::from_secs(5));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        Self::run_migrations(&write, MIGRATIONS, None).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore { read, write })
+    }
+}
+
+impl_event_store!(SqliteStore, Sqlite);
