@@ -1,4 +1,6 @@
 //! keymint: a key-issuing service for API applications and integrations.
 
+pub mod crypto;
 pub mod domain;
+pub mod service;
 pub mod store;

@@ -100,12 +100,7 @@ impl App {
         key: NewKey,
         now: Timestamp,
     ) -> Result<Vec<Event>, DomainError> {
-        if key.expiration <= now {
-            return Err(DomainError::invalid(
-                "expiration_date",
-                "must be in the future (leave it out for a key that does not expire)",
-            ));
-        }
+        check_expiration(key.expiration, now)?;
         self.ensure_active(app_id, project_id)?;
         Ok(vec![Event::AppKeyAdded {
             key_id: key.key_id,
@@ -123,10 +118,7 @@ impl App {
     ) -> Result<Vec<Event>, DomainError> {
         self.ensure_active(app_id, project_id)?;
         if !self.keys.contains(key_id) {
-            return Err(DomainError::not_found(
-                "APP_KEY_NOT_FOUND",
-                format!("key {key_id} of application {app_id} not found"),
-            ));
+            return Err(key_not_found(app_id, key_id));
         }
         Ok(vec![Event::AppKeyRemoved { key_id: key_id.to_owned() }])
     }
@@ -135,6 +127,22 @@ impl App {
         self.ensure_active(app_id, project_id)?;
         Ok(vec![Event::AppRemoved { project_id: project_id.to_owned() }])
     }
+}
+
+/// A key must expire after it is created.
+pub fn check_expiration(expiration: Timestamp, now: Timestamp) -> Result<(), DomainError> {
+    if expiration > now {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            "expiration_date",
+            "must be in the future (leave it out for a key that does not expire)",
+        ))
+    }
+}
+
+pub fn key_not_found(app_id: &str, key_id: &str) -> DomainError {
+    DomainError::not_found("APP_KEY_NOT_FOUND", format!("key {key_id} of application {app_id} not found"))
 }
 
 pub fn not_found(app_id: &str) -> DomainError {

@@ -1,0 +1,141 @@
+//! Who is calling: bearer credentials to principals, the organization a call acts in, and the first start that
+//! creates the first organization with its instance-admin credential.
+
+use std::path::{Path, PathBuf};
+
+use tracing::{info, warn};
+use zeroize::Zeroizing;
+
+use crate::{
+    crypto::secret::{hash_secret, new_secret},
+    domain::{
+        AggregateType, DomainError, Event,
+        events::CredentialRole,
+        org::Org,
+        principal::{Grant, Principal},
+    },
+    store::Page,
+};
+
+use super::{Caller, Error, Result, Services, Target};
+
+/// Prefix of generated instance-admin tokens, so that secret scanners and people recognise them.
+const ADMIN_TOKEN_PREFIX: &str = "km_admin_";
+/// Supplied admin tokens must be at least this long (about 128 bits in base64).
+const MIN_SUPPLIED_TOKEN_LEN: usize = 22;
+/// The name of the organization the first start creates.
+pub const FIRST_ORG_NAME: &str = "default";
+
+/// Where the first instance-admin token came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminToken {
+    /// Generated on this start and written to this file.
+    Written(PathBuf),
+    /// Supplied through KEYMINT_ADMIN_TOKEN.
+    Supplied,
+    /// The store was set up before; nothing was created.
+    Existing,
+}
+
+impl Services {
+    /// Resolves a bearer secret to its principal.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Principal> {
+        let credential = self.store.credential(&hash_secret(bearer)).await?;
+        let credential = credential.ok_or(Error::Unauthenticated("unknown or revoked credential"))?;
+        let role = CredentialRole::parse(&credential.role)
+            .ok_or_else(|| Error::Internal(format!("credential {} has unknown role", credential.id)))?;
+        Ok(Principal { id: credential.id, org_id: credential.org_id, grant: Grant::from(role) })
+    }
+
+    /// The caller of an organization-scoped call: the principal's own organization, or the one the `x-org-id`
+    /// header names if the principal may act there and it exists.
+    pub async fn caller(&self, principal: Principal, requested_org: Option<&str>) -> Result<Caller> {
+        let org_id = principal.resource_owner(requested_org)?.to_owned();
+        if requested_org.is_some() && self.store.org(&org_id).await?.is_none() {
+            return Err(DomainError::not_found("ORG_NOT_FOUND", format!("organization {org_id} not found")).into());
+        }
+        Ok(Caller { principal, org_id })
+    }
+
+    /// Sets up an empty store: the first organization and an instance-admin credential. The token is `supplied`
+    /// when given, else generated and written to `<data_dir>/admin.token` (mode 0600). On a store set up before,
+    /// a supplied token that is not yet known is added as another instance-admin credential.
+    pub async fn bootstrap(&self, data_dir: &Path, supplied: Option<&str>) -> Result<AdminToken> {
+        if let Some(token) = supplied
+            && token.len() < MIN_SUPPLIED_TOKEN_LEN
+        {
+            return Err(Error::Internal(format!(
+                "KEYMINT_ADMIN_TOKEN must be at least {MIN_SUPPLIED_TOKEN_LEN} characters"
+            )));
+        }
+        if !self.store.is_empty().await? {
+            if let Some(token) = supplied {
+                self.ensure_admin_credential(token).await?;
+                return Ok(AdminToken::Supplied);
+            }
+            return Ok(AdminToken::Existing);
+        }
+
+        let org_id = self.new_id();
+        let target = Target { aggregate_type: AggregateType::Org, id: &org_id, org_id: &org_id, creator: "system" };
+        match self.command::<Org, _, _>(target, |org| async move { Ok(org.state.add(FIRST_ORG_NAME)?) }).await {
+            // Another process sharing the database set it up at the same moment: use theirs.
+            Err(Error::Conflict | Error::Aborted) => return Box::pin(self.bootstrap(data_dir, supplied)).await,
+            other => other?,
+        };
+        info!(org_id, name = FIRST_ORG_NAME, "created the first organization");
+
+        match supplied {
+            Some(token) => {
+                self.add_admin_credential(&org_id, token).await?;
+                Ok(AdminToken::Supplied)
+            }
+            None => {
+                let token = new_secret(ADMIN_TOKEN_PREFIX)?;
+                let path = data_dir.join("admin.token");
+                write_secret_file(&path, &token)?;
+                self.add_admin_credential(&org_id, &token).await?;
+                info!(path = %path.display(), "wrote the instance-admin token; read it from this file");
+                Ok(AdminToken::Written(path))
+            }
+        }
+    }
+
+    async fn ensure_admin_credential(&self, token: &str) -> Result<()> {
+        if self.store.credential(&hash_secret(token)).await?.is_some() {
+            return Ok(());
+        }
+        let first = self.store.orgs(Page { offset: 0, limit: 1, asc: true }).await?;
+        let org = first.items.first().ok_or_else(|| Error::Internal("no organization exists".into()))?;
+        self.add_admin_credential(&org.id, token).await?;
+        warn!(org_id = org.id, "added the supplied KEYMINT_ADMIN_TOKEN as an instance-admin credential");
+        Ok(())
+    }
+
+    async fn add_admin_credential(&self, org_id: &str, token: &str) -> Result<()> {
+        let id = self.new_id();
+        let target = Target { aggregate_type: AggregateType::Credential, id: &id, org_id, creator: "system" };
+        let event = Event::CredentialAdded { token_hash: hash_secret(token), role: CredentialRole::InstanceAdmin };
+        self.append(&target, 0, vec![event]).await?;
+        Ok(())
+    }
+}
+
+/// Writes a secret to a new file that only its owner may read.
+fn write_secret_file(path: &Path, secret: &Zeroizing<String>) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))?;
+    // A file left from an earlier setup keeps its mode on open: narrow it before writing.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| Error::Internal(format!("cannot restrict {}: {e}", path.display())))?;
+    file.write_all(secret.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))
+}

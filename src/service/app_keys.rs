@@ -1,0 +1,92 @@
+//! Application keys: RSA key pairs whose private half is returned once, in a key file.
+
+use zeroize::Zeroizing;
+
+use crate::{
+    crypto::key_file::application_key_file,
+    domain::{
+        Timestamp,
+        app::{self, App, NewKey},
+        events::KeyType,
+    },
+    store::AppKeyRow,
+};
+
+use super::{Caller, ListView, Result, Services, Written, apps::app_target, page};
+
+/// A new key: its ID, the write, and the key file holding the private key (wiped when dropped).
+pub struct AddedKey {
+    pub key_id: String,
+    pub written: Written,
+    pub key_file: Zeroizing<Vec<u8>>,
+}
+
+impl Services {
+    /// Creates a key for the application. The key pair comes from the key source before anything is written,
+    /// so no transaction waits for key generation.
+    pub async fn add_app_key(
+        &self,
+        caller: &Caller,
+        project_id: &str,
+        app_id: &str,
+        key_type: KeyType,
+        expiration: Option<Timestamp>,
+    ) -> Result<AddedKey> {
+        let expiration = expiration.unwrap_or(Timestamp::NEVER);
+        app::check_expiration(expiration, self.now())?;
+        // Checked first so that a request for a missing application does not use up a key pair.
+        let app_row = self.app(caller, project_id, app_id).await?;
+        let pair = self.keys.next_key().await?;
+        let key_id = self.new_id();
+        let new_key = NewKey {
+            key_id: key_id.clone(),
+            key_type,
+            expiration,
+            public_key_pem: pair.public_spki_pem().to_owned(),
+        };
+        let now = self.now();
+        let written = self
+            .command::<App, _, _>(app_target(caller, app_id), |app| {
+                let new_key = new_key.clone();
+                async move { Ok(app.state.add_key(app_id, project_id, new_key, now)?) }
+            })
+            .await?;
+        let key_file = application_key_file(&key_id, pair.private_pkcs1_pem(), app_id, &app_row.client_id)?;
+        Ok(AddedKey { key_id, written, key_file })
+    }
+
+    pub async fn app_key(&self, caller: &Caller, project_id: &str, app_id: &str, key_id: &str) -> Result<AppKeyRow> {
+        let key = self.store.app_key(&caller.org_id, project_id, app_id, key_id).await?;
+        key.ok_or_else(|| app::key_not_found(app_id, key_id).into())
+    }
+
+    pub async fn app_keys(
+        &self,
+        caller: &Caller,
+        project_id: &str,
+        app_id: &str,
+        offset: u64,
+        limit: u32,
+        asc: bool,
+    ) -> Result<ListView<AppKeyRow>> {
+        let page = page(offset, limit, asc)?;
+        self.app(caller, project_id, app_id).await?;
+        let listed = self.store.app_keys(&caller.org_id, project_id, app_id, page).await?;
+        self.list_view(listed).await
+    }
+
+    pub async fn remove_app_key(
+        &self,
+        caller: &Caller,
+        project_id: &str,
+        app_id: &str,
+        key_id: &str,
+    ) -> Result<Written> {
+        self.project(caller, project_id).await?;
+        self.command::<App, _, _>(app_target(caller, app_id), |app| async move {
+            Ok(app.state.remove_key(app_id, project_id, key_id)?)
+        })
+        .await
+    }
+}
+

@@ -1,0 +1,96 @@
+//! API applications of a project, and their audit trail.
+
+use crate::{
+    domain::{
+        AggregateType, DomainError,
+        app::{self, App},
+    },
+    store::{AppRow, EventRange, RecordedEvent},
+};
+
+use super::{Caller, ListView, Result, Services, Target, Written, page};
+
+/// A new application: its ID, the write, and the client ID it presents.
+#[derive(Debug, Clone)]
+pub struct AddedApp {
+    pub app_id: String,
+    pub written: Written,
+    pub client_id: String,
+}
+
+impl Services {
+    pub async fn add_api_app(&self, caller: &Caller, project_id: &str, name: &str) -> Result<AddedApp> {
+        let project = self.project(caller, project_id).await?;
+        let app_id = self.new_id();
+        let target = app_target(caller, &app_id);
+        let (app_id_ref, project_name) = (app_id.as_str(), project.name.as_str());
+        let written = self
+            .command::<App, _, _>(target, |app| async move {
+                if self.store.app_by_name(project_id, name.trim()).await?.is_some() {
+                    return Err(DomainError::already_exists(
+                        "APP_NAME_TAKEN",
+                        format!("an application named {:?} exists in this project", name.trim()),
+                    )
+                    .into());
+                }
+                Ok(app.state.add(app_id_ref, project_id, project_name, name)?)
+            })
+            .await?;
+        let client_id = App::client_id(&app_id, &project.name);
+        Ok(AddedApp { app_id, written, client_id })
+    }
+
+    pub async fn app(&self, caller: &Caller, project_id: &str, app_id: &str) -> Result<AppRow> {
+        let app = self.store.app(&caller.org_id, project_id, app_id).await?;
+        app.ok_or_else(|| app::not_found(app_id).into())
+    }
+
+    pub async fn apps(
+        &self,
+        caller: &Caller,
+        project_id: &str,
+        offset: u64,
+        limit: u32,
+        asc: bool,
+    ) -> Result<ListView<AppRow>> {
+        let page = page(offset, limit, asc)?;
+        self.project(caller, project_id).await?;
+        let listed = self.store.apps(&caller.org_id, project_id, page).await?;
+        self.list_view(listed).await
+    }
+
+    /// Removes the application; its keys disappear from every read with it.
+    pub async fn remove_app(&self, caller: &Caller, project_id: &str, app_id: &str) -> Result<Written> {
+        self.project(caller, project_id).await?;
+        self.command::<App, _, _>(app_target(caller, app_id), |app| async move {
+            Ok(app.state.remove(app_id, project_id)?)
+        })
+        .await
+    }
+
+    /// The application's events, including its removal: readable while its project exists.
+    pub async fn app_changes(
+        &self,
+        caller: &Caller,
+        project_id: &str,
+        app_id: &str,
+        range: EventRange,
+    ) -> Result<Vec<RecordedEvent>> {
+        let range = EventRange { limit: page(0, range.limit, range.asc)?.limit, ..range };
+        self.project(caller, project_id).await?;
+        let first = EventRange { from_sequence: 0, limit: 1, asc: true };
+        let created = self.store.events(AggregateType::App, app_id, first).await?;
+        let belongs = created.first().is_some_and(|added| {
+            added.resource_owner == caller.org_id
+                && matches!(added.event(), Ok(crate::domain::Event::AppAdded { project_id: p, .. }) if p == project_id)
+        });
+        if !belongs {
+            return Err(app::not_found(app_id).into());
+        }
+        Ok(self.store.events(AggregateType::App, app_id, range).await?)
+    }
+}
+
+pub(super) fn app_target<'a>(caller: &'a Caller, app_id: &'a str) -> Target<'a> {
+    Target { aggregate_type: AggregateType::App, id: app_id, org_id: &caller.org_id, creator: &caller.principal.id }
+}

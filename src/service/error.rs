@@ -1,0 +1,39 @@
+//! The service layer's error: what a use case answers when it cannot do what was asked.
+
+use crate::{crypto::CryptoError, domain::DomainError, store::StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A rule of the domain refused the command (invalid input, missing object, name taken, …).
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// No credential, or one keymint does not know.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// Another writer changed the object between our read and our write; the use case may try again.
+    #[error("a concurrent write changed the object")]
+    Conflict,
+    /// Lost the write race on every try.
+    #[error("the object kept changing while this request was written; try again")]
+    Aborted,
+    /// A fault of the store or the machine. The message is for the log, never for the caller.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => Error::Conflict,
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<CryptoError> for Error {
+    fn from(e: CryptoError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,198 @@
+//! Use cases: commands load an aggregate, let the domain decide, and append the events; queries read the read
+//! models. One file per area; this one holds what they share.
+
+pub mod access;
+pub mod app_keys;
+pub mod apps;
+mod error;
+pub mod keys;
+pub mod orgs;
+pub mod projects;
+
+use std::{
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::{
+    domain::{
+        AggregateType, DomainError, Event, Timestamp,
+        aggregate::{Aggregate, Loaded},
+        ids::IdGenerator,
+        principal::Principal,
+        time::Clock,
+    },
+    store::{Append, EventStore, Page, RecordedEvent},
+};
+
+pub use error::{Error, Result};
+pub use keys::{GenerateOnDemand, KeySource};
+
+/// How often a command is decided again after losing a write race to another process.
+const MAX_ATTEMPTS: u32 = 5;
+/// Default and largest page of a list.
+pub const DEFAULT_LIMIT: u32 = 100;
+pub const MAX_LIMIT: u32 = 1000;
+
+/// Everything the use cases need, shared by all requests.
+pub struct Services {
+    store: Arc<dyn EventStore>,
+    clock: Arc<dyn Clock>,
+    ids: IdGenerator,
+    keys: Arc<dyn KeySource>,
+    locks: AggregateLocks,
+}
+
+/// The caller of a use case: who they are and which organization they act in.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub org_id: String,
+}
+
+/// What a write reports: the aggregate's sequence after it and the time of its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub sequence: u64,
+    pub at: Timestamp,
+}
+
+/// What a list reports besides its page.
+#[derive(Debug, Clone)]
+pub struct ListView<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+    pub processed_position: u64,
+    pub viewed_at: Timestamp,
+}
+
+/// The aggregate a command writes to, and on whose behalf.
+struct Target<'a> {
+    aggregate_type: AggregateType,
+    id: &'a str,
+    org_id: &'a str,
+    creator: &'a str,
+}
+
+impl Services {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        clock: Arc<dyn Clock>,
+        ids: IdGenerator,
+        keys: Arc<dyn KeySource>,
+    ) -> Self {
+        Services { store, clock, ids, keys, locks: AggregateLocks::new() }
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn new_id(&self) -> String {
+        self.ids.next_id(self.clock.now())
+    }
+
+    /// Loads an aggregate owned by `org_id`. One owned by another organization loads as absent, so that every
+    /// rule answers NOT_FOUND for it.
+    async fn load<S: Aggregate>(&self, target: &Target<'_>) -> Result<Loaded<S>> {
+        let recorded = self.store.load(target.aggregate_type, target.id).await?;
+        if recorded.first().is_some_and(|first| first.resource_owner != target.org_id) {
+            return Ok(Loaded::default());
+        }
+        let events = recorded.iter().map(RecordedEvent::event).collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Loaded::replay(&events))
+    }
+
+    /// Runs `decide` on the aggregate's current state and appends what it returns. A lost race is decided again
+    /// on fresh state, up to MAX_ATTEMPTS times; writers in this process queue on a lock per aggregate first, so
+    /// only other processes can make us lose.
+    /// `decide` may read the read models too (e.g. whether a name is taken): a unique index on them makes a
+    /// concurrent duplicate lose the race, and the retry then sees the name taken.
+    async fn command<S, F, Fut>(&self, target: Target<'_>, mut decide: F) -> Result<Written>
+    where
+        S: Aggregate,
+        F: FnMut(Loaded<S>) -> Fut,
+        Fut: Future<Output = Result<Vec<Event>>>,
+    {
+        let _queued = self.locks.lock(target.aggregate_type, target.id).await;
+        for attempt in 0..MAX_ATTEMPTS {
+            let loaded = self.load::<S>(&target).await?;
+            let expected = loaded.sequence;
+            let events = decide(loaded).await?;
+            match self.append(&target, expected, events).await {
+                Err(Error::Conflict) => backoff(attempt).await,
+                done => return done,
+            }
+        }
+        Err(Error::Aborted)
+    }
+
+    async fn append(&self, target: &Target<'_>, expected: u64, events: Vec<Event>) -> Result<Written> {
+        let at = self.clock.now();
+        let recorded = self
+            .store
+            .append(Append {
+                aggregate_type: target.aggregate_type,
+                aggregate_id: target.id,
+                resource_owner: target.org_id,
+                creator: target.creator,
+                created_at: at,
+                expected_sequence: expected,
+                events,
+            })
+            .await?;
+        let sequence = recorded.last().map_or(expected, |e| u64::try_from(e.sequence).unwrap_or_default());
+        Ok(Written { sequence, at })
+    }
+
+    /// Wraps a page of rows with the list's details.
+    async fn list_view<T>(&self, listed: crate::store::Listed<T>) -> Result<ListView<T>> {
+        Ok(ListView {
+            items: listed.items,
+            total: listed.total,
+            processed_position: self.store.position().await?,
+            viewed_at: self.clock.now(),
+        })
+    }
+}
+
+/// Checks a list request's paging: limit 0 means the default; more than MAX_LIMIT is refused.
+pub fn page(offset: u64, limit: u32, asc: bool) -> Result<Page, DomainError> {
+    match limit {
+        0 => Ok(Page { offset, limit: DEFAULT_LIMIT, asc }),
+        1..=MAX_LIMIT => Ok(Page { offset, limit, asc }),
+        _ => Err(DomainError::invalid("query.limit", format!("must be at most {MAX_LIMIT}"))),
+    }
+}
+
+async fn backoff(attempt: u32) {
+    // Short and growing: the other writer's transaction is usually done within a millisecond or two.
+    tokio::time::sleep(Duration::from_millis(2_u64 << attempt)).await;
+}
+
+/// A fixed set of mutexes that writers of one aggregate queue on, chosen by the aggregate's hash: bounded memory,
+/// and two aggregates rarely share one.
+struct AggregateLocks(Vec<Mutex<()>>);
+
+impl AggregateLocks {
+    const STRIPES: usize = 256;
+
+    fn new() -> Self {
+        AggregateLocks((0..Self::STRIPES).map(|_| Mutex::new(())).collect())
+    }
+
+    async fn lock(&self, aggregate_type: AggregateType, id: &str) -> MutexGuard<'_, ()> {
+        let mut hasher = DefaultHasher::new();
+        (aggregate_type.as_str(), id).hash(&mut hasher);
+        let stripe = (hasher.finish() % Self::STRIPES as u64) as usize;
+        self.0[stripe].lock().await
+    }
+}
