@@ -1,1 +1,44 @@
-fn main() {}
+//! The keymint command: `serve` (the default), `migrate`, `projections rebuild`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use keymint::{
+    app,
+    config::{Cli, Command, LogFormat, ProjectionsAction},
+};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.config.log_format);
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => app::run(&cli.config).await,
+        Command::Migrate => app::open_store(&cli.config).await.map(|_| tracing::info!("migrations applied")),
+        Command::Projections { action: ProjectionsAction::Rebuild } => rebuild(&cli.config).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "keymint stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn rebuild(config: &keymint::config::Config) -> Result<(), app::AppError> {
+    let store = app::open_store(config).await?;
+    let replayed = store.rebuild_projections().await?;
+    tracing::info!(replayed, "rebuilt the read models from the events");
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("KEYMINT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

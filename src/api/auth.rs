@@ -1,0 +1,43 @@
+//! Reads the caller from request metadata: `authorization: Bearer <token>` and the optional `x-org-id` header.
+
+use tonic::{Request, Status};
+
+use crate::{
+    domain::principal::Principal,
+    service::{Caller, Error, Services},
+};
+
+use super::error::IntoStatus;
+
+/// The header that picks the organization a call acts in.
+pub const ORG_HEADER: &str = "x-org-id";
+
+pub async fn principal<T>(services: &Services, request: &Request<T>) -> Result<Principal, Status> {
+    let header = request.metadata().get("authorization").ok_or_else(|| {
+        super::error::status(Error::Unauthenticated("missing credential: send `authorization: Bearer <token>`"))
+    })?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| {
+            super::error::status(Error::Unauthenticated("the authorization header must be `Bearer <token>`"))
+        })?;
+    services.authenticate(token).await.or_status()
+}
+
+/// The principal and the organization the call acts in.
+pub async fn caller<T>(services: &Services, request: &Request<T>) -> Result<Caller, Status> {
+    let principal = principal(services, request).await?;
+    let requested = request
+        .metadata()
+        .get(ORG_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|org| !org.is_empty());
+    let caller = services.caller(principal, requested).await.or_status()?;
+    tracing::Span::current().record("org", caller.org_id.as_str());
+    Ok(caller)
+}

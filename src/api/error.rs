@@ -1,0 +1,65 @@
+//! The one place where errors become gRPC statuses: a code, a message for people, and details for machines
+//! (`google.rpc.ErrorInfo` with a stable reason; `google.rpc.BadRequest` with the invalid fields).
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+use crate::{domain::DomainError, service::Error};
+
+/// The `domain` of every ErrorInfo keymint sends.
+pub const ERROR_DOMAIN: &str = "keymint";
+
+pub fn status(error: Error) -> Status {
+    match error {
+        Error::Domain(domain) => domain_status(domain),
+        Error::Unauthenticated(message) => with_reason(Code::Unauthenticated, message, "UNAUTHENTICATED"),
+        Error::Conflict | Error::Aborted => with_reason(
+            Code::Aborted,
+            "the object kept changing while this request was written; try again",
+            "CONCURRENT_MODIFICATION",
+        ),
+        Error::Internal(cause) => {
+            // The cause is logged here, once, and never sent: it may name internals.
+            tracing::error!(%cause, "internal error");
+            with_reason(Code::Internal, "internal error", "INTERNAL")
+        }
+    }
+}
+
+fn domain_status(error: DomainError) -> Status {
+    match error {
+        DomainError::InvalidArgument(violations) => {
+            let message = DomainError::InvalidArgument(violations.clone()).to_string();
+            let mut details = ErrorDetails::with_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, HashMap::new());
+            details.set_bad_request(
+                violations.into_iter().map(|v| FieldViolation::new(v.field, v.description)).collect::<Vec<_>>(),
+            );
+            Status::with_error_details(Code::InvalidArgument, message, details)
+        }
+        DomainError::NotFound { reason, message } => with_reason(Code::NotFound, message, reason),
+        DomainError::AlreadyExists { reason, message } => with_reason(Code::AlreadyExists, message, reason),
+        DomainError::FailedPrecondition { reason, message } => {
+            with_reason(Code::FailedPrecondition, message, reason)
+        }
+        DomainError::PermissionDenied { reason, message } => {
+            with_reason(Code::PermissionDenied, message, reason)
+        }
+    }
+}
+
+fn with_reason(code: Code, message: impl Into<String>, reason: &str) -> Status {
+    Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()))
+}
+
+/// Lets handlers write `service_call().await.map_err(status)?` as `…await.map_err(to_status)?` with `?` alone.
+pub trait IntoStatus<T> {
+    fn or_status(self) -> Result<T, Status>;
+}
+
+impl<T, E: Into<Error>> IntoStatus<T> for Result<T, E> {
+    fn or_status(self) -> Result<T, Status> {
+        self.map_err(|e| status(e.into()))
+    }
+}

@@ -1,0 +1,240 @@
+//! keymint.management.v1.ManagementService: projects, applications and application keys of one organization.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::{
+    domain::{DomainError, Timestamp, events::KeyType as DomainKeyType},
+    service::Services,
+    store::{AppKeyRow, AppRow, EventRange, ProjectRow, RecordedEvent},
+};
+
+use super::{
+    auth, convert,
+    error::{IntoStatus, status},
+    pb::keymint::management::v1::{
+        AddApiAppRequest, AddApiAppResponse, AddAppKeyRequest, AddAppKeyResponse, AddProjectRequest,
+        AddProjectResponse, App, Change, GetAppByIdRequest, GetAppByIdResponse, GetAppKeyRequest,
+        GetAppKeyResponse, GetProjectByIdRequest, GetProjectByIdResponse, Key, KeyType, ListAppChangesRequest,
+        ListAppChangesResponse, ListAppKeysRequest, ListAppKeysResponse, ListAppsRequest, ListAppsResponse,
+        ListProjectsRequest, ListProjectsResponse, Project, RemoveAppKeyRequest, RemoveAppKeyResponse,
+        RemoveAppRequest, RemoveAppResponse, RemoveProjectRequest, RemoveProjectResponse,
+        management_service_server::ManagementService,
+    },
+    validate_ids,
+};
+
+pub struct Management {
+    pub services: Arc<Services>,
+}
+
+#[tonic::async_trait]
+impl ManagementService for Management {
+    async fn add_project(
+        &self,
+        request: Request<AddProjectRequest>,
+    ) -> Result<Response<AddProjectResponse>, Status> {
+        let caller = auth::caller(&self.services, &request).await?;
+        let (id, written) = self.services.add_project(&caller, &request.get_ref().name).await.or_status()?;
+        Ok(Response::new(AddProjectResponse { id, details: convert::written(written, &caller.org_id) }))
+    }
+
+    async fn get_project_by_id(
+        &self,
+        request: Request<GetProjectByIdRequest>,
+    ) -> Result<Response<GetProjectByIdResponse>, Status> {
+        let caller = auth::caller(&self.services, &request).await?;
+        let id = &request.get_ref().id;
+        validate_ids(&[("id", id)])?;
+        let project = self.services.project(&caller, id).await.or_status()?;
+        Ok(Response::new(GetProjectByIdResponse { project: Some(project_message(project)) }))
+    }
+
+    async fn list_projects(
+        &self,
+        request: Request<ListProjectsRequest>,
+    ) -> Result<Response<ListProjectsResponse>, Status> {
+        let caller = auth::caller(&self.services, &request).await?;
+        let q = request.get_ref().query.unwrap_or_default();
+        let view = self.services.projects(&caller, q.offset, q.limit, q.asc).await.or_status()?;
+        Ok(Response::new(ListProjectsResponse {
+            details: convert::list(&view),
+            result: view.items.into_iter().map(project_message).collect(),
+        }))
+    }
+
+    async fn remove_project(
+        &self,
+        request: Request<RemoveProjectRequest>,
+    ) -> Result<Response<RemoveProjectResponse>, Status> {
+        let caller = auth::caller(&self.services, &request).await?;
+        let id = &request.get_ref().id;
+        validate_ids(&[("id", id)])?;
+        let written = self.services.remove_project(&caller, id).await.or_status()?;
+        Ok(Response::new(RemoveProjectResponse { details: convert::written(written, &caller.org_id) }))
+    }
+
+    async fn add_api_app(
+        &self,
+        request: Request<AddApiAppRequest>,
+    ) -> Result<Response<AddApiAppResponse>, Status> {
+        let caller = auth::caller(&self.services, &request).await?;
+        let r = request.get_ref();
+        validate_ids(&[("project_id", &r.project_id)])?;
+        let added = self.services.add_api_app(&caller, &r.project_id, &r.name).await.or_status()?;
+        Ok(Response::new(AddApiAppResponse {
+            app_id: added.app_id,
+            details: convert::written(added.written, &caller.org_id),
+            client_id: added.client_id,
+        }))
+    }
+
+    async fn get_app_by_id(
+        &self,
+        request: Request<GetAppByIdRequest>,
+    ) -> Result<Response<GetAppByIdResponse>, Status> {
+        let caller = auth::caller(&self.services, &request).await?;
+        let r = request.get_ref();
+        validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
+        let app = self.services.app(&caller, &r.project_id, &r.app_id).await.or_status()?;
+        Ok(Response::new(GetAppByIdResponse { app: Some(app_message(app)) }))
+    }
+
+    async fn list_apps(&self, request: Request<ListAppsRequest>) -> Result<Response<ListAppsResponse>, Status> {
+        let caller = auth::caller(&self.services, &request).await?;
+        let r = request.get_ref();
+        validate_ids(&[("project_id", &r.project_id)])?;
+        let q = r.query.unwrap_or_default();
+        let view = self.services.apps(&caller, &r.project_id, q.offset, q.limit, q.asc).await.or_status()?;
+        Ok(Response::new(ListAppsResponse {
+            details: convert::list(&view),
+            result: view.items.into_iter().map(app_message).collect(),
+        }))
+    }
+
+    async fn remove_app(&self, request: Request<RemoveAppRequest>) -> Result<Response<RemoveAppResponse>, Status> {
+        let caller = auth::caller(&self.services, &request).await?;
+        let r = request.get_ref();
+        validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
+        let written = self.services.remove_app(&caller, &r.project_id, &r.app_id).await.or_status()?;
+        Ok(Response::new(RemoveAppResponse { details: convert::written(written, &caller.org_id) }))
+    }
+
+    async fn add_app_key(&self, request: Request<AddAppKeyRequest>) -> Result<Response<AddAppKeyResponse>, Status> {
+        let caller = auth::caller(&self.services, &request).await?;
+        let r = request.get_ref();
+        validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
+        let key_type = match KeyType::try_from(r.r#type) {
+            Ok(KeyType::Json) => DomainKeyType::Json,
+            _ => {
+                return Err(status(
+                    DomainError::invalid("type", "must be KEY_TYPE_JSON, the only key type keymint issues").into(),
+                ));
+            }
+        };
+        let expiration = r
+            .expiration_date
+            .as_ref()
+            .map(|t| convert::from_timestamp("expiration_date", t))
+            .transpose()
+            .or_status()?;
+        let added = self
+            .services
+            .add_app_key(&caller, &r.project_id, &r.app_id, key_type, expiration)
+            .await
+            .or_status()?;
+        Ok(Response::new(AddAppKeyResponse {
+            id: added.key_id,
+            details: convert::written(added.written, &caller.org_id),
+            // The response owns a copy of the key file; the service's copy is wiped when `added` drops.
+            key_details: added.key_file.to_vec(),
+        }))
+    }
+
+    async fn get_app_key(&self, request: Request<GetAppKeyRequest>) -> Result<Response<GetAppKeyResponse>, Status> {
+        let caller = auth::caller(&self.services, &request).await?;
+        let r = request.get_ref();
+        validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id), ("key_id", &r.key_id)])?;
+        let key = self.services.app_key(&caller, &r.project_id, &r.app_id, &r.key_id).await.or_status()?;
+        Ok(Response::new(GetAppKeyResponse { key: Some(key_message(key)) }))
+    }
+
+    async fn list_app_keys(
+        &self,
+        request: Request<ListAppKeysRequest>,
+    ) -> Result<Response<ListAppKeysResponse>, Status> {
+        let caller = auth::caller(&self.services, &request).await?;
+        let r = request.get_ref();
+        validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
+        let q = r.query.unwrap_or_default();
+        let view = self
+            .services
+            .app_keys(&caller, &r.project_id, &r.app_id, q.offset, q.limit, q.asc)
+            .await
+            .or_status()?;
+        Ok(Response::new(ListAppKeysResponse {
+            details: convert::list(&view),
+            result: view.items.into_iter().map(key_message).collect(),
+        }))
+    }
+
+    async fn remove_app_key(
+        &self,
+        request: Request<RemoveAppKeyRequest>,
+    ) -> Result<Response<RemoveAppKeyResponse>, Status> {
+        let caller = auth::caller(&self.services, &request).await?;
+        let r = request.get_ref();
+        validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id), ("key_id", &r.key_id)])?;
+        let written =
+            self.services.remove_app_key(&caller, &r.project_id, &r.app_id, &r.key_id).await.or_status()?;
+        Ok(Response::new(RemoveAppKeyResponse { details: convert::written(written, &caller.org_id) }))
+    }
+
+    async fn list_app_changes(
+        &self,
+        request: Request<ListAppChangesRequest>,
+    ) -> Result<Response<ListAppChangesResponse>, Status> {
+        let caller = auth::caller(&self.services, &request).await?;
+        let r = request.get_ref();
+        validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
+        let q = r.query.unwrap_or_default();
+        let range = EventRange { from_sequence: q.sequence, limit: q.limit, asc: q.asc };
+        let events = self.services.app_changes(&caller, &r.project_id, &r.app_id, range).await.or_status()?;
+        Ok(Response::new(ListAppChangesResponse { result: events.into_iter().map(change_message).collect() }))
+    }
+}
+
+fn project_message(row: ProjectRow) -> Project {
+    Project { details: convert::row(&row.details), id: row.id, name: row.name }
+}
+
+fn app_message(row: AppRow) -> App {
+    App {
+        details: convert::row(&row.details),
+        id: row.id,
+        name: row.name,
+        project_id: row.project_id,
+        client_id: row.client_id,
+    }
+}
+
+fn key_message(row: AppKeyRow) -> Key {
+    Key {
+        details: convert::row(&row.details),
+        id: row.id,
+        r#type: row.key_type,
+        expiration_date: Some(convert::timestamp(Timestamp(row.expires_at))),
+    }
+}
+
+fn change_message(event: RecordedEvent) -> Change {
+    Change {
+        change_date: Some(convert::timestamp(Timestamp(event.created_at))),
+        sequence: u64::try_from(event.sequence).unwrap_or_default(),
+        payload: convert::json_struct(&event.payload),
+        event_type: event.event_type,
+        editor_id: event.creator,
+        resource_owner: event.resource_owner,
+    }
+}

@@ -1,0 +1,28 @@
+//! The transport: gRPC, gRPC-Web and reflection on one port. Decodes requests, authenticates, picks the
+//! organization, calls one use case, and maps its answer (errors in exactly one place: `error.rs`).
+
+pub mod admin;
+mod auth;
+mod convert;
+pub mod error;
+pub mod management;
+pub mod server;
+mod telemetry;
+
+/// The code generated from proto/.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/keymint_protos.rs"));
+
+    /// The encoded descriptors of every keymint proto and its imports, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/keymint_descriptor.bin"));
+}
+
+/// Checks the ID fields of a request: each non-empty and at most 200 characters.
+fn validate_ids(fields: &[(&str, &str)]) -> Result<(), tonic::Status> {
+    let mut violations = crate::domain::validate::Violations::new();
+    for (field, value) in fields {
+        violations.id(field, value);
+    }
+    violations.into_result().map_err(|e| error::status(e.into()))
+}

@@ -1,0 +1,71 @@
+//! One log event per RPC: method, status code, latency and organization. Never a header value: they carry tokens.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcLogLayer;
+
+impl<S> Layer<S> for RpcLogLayer {
+    type Service = RpcLog<S>;
+
+    fn layer(&self, inner: S) -> RpcLog<S> {
+        RpcLog { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RpcLog<S> {
+    inner: S,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, R> Service<http::Request<B>> for RpcLog<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: std::fmt::Display,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // Handlers record `org` into this span once they know it.
+        let span = tracing::info_span!("rpc", method = %request.uri().path(), org = tracing::field::Empty);
+        let started = Instant::now();
+        let response = self.inner.call(request);
+        Box::pin(
+            async move {
+                let result = response.await;
+                let latency_us = started.elapsed().as_micros() as u64;
+                match &result {
+                    // A handler's error comes as a trailers-only response: grpc-status in the headers. Without it
+                    // the call succeeded (its status follows in the trailers).
+                    Ok(response) => {
+                        let code = response
+                            .headers()
+                            .get("grpc-status")
+                            .map_or(tonic::Code::Ok, |v| tonic::Code::from_bytes(v.as_bytes()));
+                        tracing::info!(code = ?code, latency_us, "rpc");
+                    }
+                    Err(error) => tracing::warn!(%error, latency_us, "rpc failed"),
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+}

@@ -1,0 +1,123 @@
+//! Wiring: open the store, migrate, set up the first start, serve, and shut down gracefully.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tracing::info;
+
+use crate::{
+    api::server::{self, ServeError},
+    config::Config,
+    domain::{ids::IdGenerator, time::SystemClock},
+    service::{GenerateOnDemand, Services, access::AdminToken},
+    store::{self, EventStore, StoreError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("setup: {0}")]
+    Setup(#[from] crate::service::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("server: {0}")]
+    Serve(#[from] ServeError),
+    #[error("server task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A server that is accepting calls.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_token: AdminToken,
+    pub services: Arc<Services>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Running {
+    /// Stops accepting calls, lets in-flight ones finish, and waits for the server to end.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        Ok(())
+    }
+
+    /// Waits until the server ends by itself (it only does on an error).
+    pub async fn wait(&mut self) -> Result<(), AppError> {
+        (&mut self.task).await??;
+        Ok(())
+    }
+}
+
+pub async fn open_store(config: &Config) -> Result<Arc<dyn EventStore>, AppError> {
+    Ok(store::open(config.database_url.as_deref(), &config.data_dir).await?)
+}
+
+/// Opens the store, sets up a first start, binds the listener and starts serving in the background.
+pub async fn start(config: &Config) -> Result<Running, AppError> {
+    let store = open_store(config).await?;
+    let node = config.node_id.unwrap_or_else(random_node);
+    let services = Arc::new(Services::new(
+        store,
+        Arc::new(SystemClock),
+        IdGenerator::new(node),
+        Arc::new(GenerateOnDemand::default()),
+    ));
+    let admin_token = services.bootstrap(&config.data_dir, config.admin_token.as_deref()).await?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AppError::Listen { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| AppError::Listen { addr: config.listen, source })?;
+    info!(%addr, node, "keymint is listening (gRPC, gRPC-Web, reflection, health)");
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server::serve(listener, services.clone(), config.limits(), async move {
+        let _ = stopped.await;
+    }));
+    Ok(Running { addr, admin_token, services, stop, task })
+}
+
+/// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run(config: &Config) -> Result<(), AppError> {
+    let mut running = start(config).await?;
+    tokio::select! {
+        result = running.wait() => return result,
+        () = shutdown_signal() => info!("shutting down: finishing calls in flight"),
+    }
+    running.shutdown().await?;
+    info!("stopped");
+    Ok(())
+}
+
+fn shutdown_signal() -> impl Future<Output = ()> {
+    async {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => {},
+            () = terminate => {},
+        }
+    }
+}
+
+/// A node number for a process that was given none: random, so that two such processes rarely share one.
+fn random_node() -> u16 {
+    let mut bytes = [0_u8; 2];
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    u16::from_le_bytes(bytes) & crate::domain::ids::MAX_NODE
+}

@@ -1,0 +1,130 @@
+//! Settings: each a flag and a KEYMINT_* environment variable. Secrets are redacted in Debug output.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::api::server::Limits;
+
+#[derive(Debug, Parser)]
+#[command(name = "keymint", version, about = "Issues RSA application keys and API keys over gRPC, gRPC-Web and JSON")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Maintain the read models.
+    Projections {
+        #[command(subcommand)]
+        action: ProjectionsAction,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ProjectionsAction {
+    /// Empty the read models and replay every event into them.
+    Rebuild,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Args)]
+pub struct Config {
+    /// Address and port to listen on; port 0 picks a free one (the log says which).
+    #[arg(long, env = "KEYMINT_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database and the first admin token.
+    #[arg(long, env = "KEYMINT_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// A postgres://… URL switches to PostgreSQL; a sqlite:… URL picks another SQLite file.
+    #[arg(long, env = "KEYMINT_DATABASE_URL")]
+    pub database_url: Option<String>,
+    #[arg(long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+    /// This process's node number (0-1023) in IDs; give every process sharing a database its own. Random if unset.
+    #[arg(long, env = "KEYMINT_NODE_ID", value_parser = clap::value_parser!(u16).range(0..=1023))]
+    pub node_id: Option<u16>,
+    /// Largest request message in bytes.
+    #[arg(long, env = "KEYMINT_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Longest time a call may run, in seconds.
+    #[arg(long, env = "KEYMINT_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// The instance-admin token to create on first start (instead of generating one), or to add later.
+    #[arg(long, env = "KEYMINT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+impl Config {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_message_bytes: self.max_message_bytes,
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_deref().map(redact_password))
+            .field("log_format", &self.log_format)
+            .field("node_id", &self.node_id)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    match rest.split_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let cli = Cli::parse_from([
+            "keymint",
+            "--database-url",
+            "postgres://app:hunter2@db/keymint",
+            "--admin-token",
+            "super-secret-token-value-123",
+        ]);
+        let printed = format!("{:?}", cli.config);
+        assert!(!printed.contains("hunter2"));
+        assert!(!printed.contains("super-secret"));
+        assert!(printed.contains("postgres://app:***@db/keymint"));
+    }
+
+    #[test]
+    fn node_ids_are_bounded() {
+        assert!(Cli::try_parse_from(["keymint", "--node-id", "1024"]).is_err());
+        assert!(Cli::try_parse_from(["keymint", "--node-id", "1023"]).is_ok());
+    }
+}
