@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::api::server::Limits;
 
 #[derive(Debug, Parser)]
-#[command(name = "keymint", version, about = "Issues RSA application keys and API keys over gRPC, gRPC-Web and JSON")]
+#[command(
+    name = "keymint",
+    version,
+    about = "Issues RSA application keys and API keys over gRPC, gRPC-Web and JSON"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -10,8 +10,8 @@ use super::{
     auth, convert,
     error::IntoStatus,
     pb::keymint::admin::v1::{
-        AddOrgRequest, AddOrgResponse, GetOrgByIdRequest, GetOrgByIdResponse, ListOrgsRequest, ListOrgsResponse,
-        Org, admin_service_server::AdminService,
+        AddOrgRequest, AddOrgResponse, GetOrgByIdRequest, GetOrgByIdResponse, ListOrgsRequest,
+        ListOrgsResponse, Org, admin_service_server::AdminService,
     },
     validate_ids,
 };
@@ -39,7 +39,10 @@ impl AdminService for Admin {
         Ok(Response::new(GetOrgByIdResponse { org: Some(org_message(org)) }))
     }
 
-    async fn list_orgs(&self, request: Request<ListOrgsRequest>) -> Result<Response<ListOrgsResponse>, Status> {
+    async fn list_orgs(
+        &self,
+        request: Request<ListOrgsRequest>,
+    ) -> Result<Response<ListOrgsResponse>, Status> {
         let principal = auth::principal(&self.services, &request).await?;
         let q = request.get_ref().query.unwrap_or_default();
         let view = self.services.orgs(&principal, q.offset, q.limit, q.asc).await.or_status()?;

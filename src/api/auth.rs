@@ -14,7 +14,9 @@ pub const ORG_HEADER: &str = "x-org-id";
 
 pub async fn principal<T>(services: &Services, request: &Request<T>) -> Result<Principal, Status> {
     let header = request.metadata().get("authorization").ok_or_else(|| {
-        super::error::status(Error::Unauthenticated("missing credential: send `authorization: Bearer <token>`"))
+        super::error::status(Error::Unauthenticated(
+            "missing credential: send `authorization: Bearer <token>`",
+        ))
     })?;
     let token = header
         .to_str()

@@ -34,7 +34,10 @@ fn domain_status(error: DomainError) -> Status {
             let message = DomainError::InvalidArgument(violations.clone()).to_string();
             let mut details = ErrorDetails::with_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, HashMap::new());
             details.set_bad_request(
-                violations.into_iter().map(|v| FieldViolation::new(v.field, v.description)).collect::<Vec<_>>(),
+                violations
+                    .into_iter()
+                    .map(|v| FieldViolation::new(v.field, v.description))
+                    .collect::<Vec<_>>(),
             );
             Status::with_error_details(Code::InvalidArgument, message, details)
         }
@@ -50,7 +53,11 @@ fn domain_status(error: DomainError) -> Status {
 }
 
 fn with_reason(code: Code, message: impl Into<String>, reason: &str) -> Status {
-    Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()))
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+    )
 }
 
 /// Lets handlers write `service_call().await.map_err(status)?` as `…await.map_err(to_status)?` with `?` alone.

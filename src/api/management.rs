@@ -16,11 +16,11 @@ use super::{
     pb::keymint::management::v1::{
         AddApiAppRequest, AddApiAppResponse, AddAppKeyRequest, AddAppKeyResponse, AddProjectRequest,
         AddProjectResponse, App, Change, GetAppByIdRequest, GetAppByIdResponse, GetAppKeyRequest,
-        GetAppKeyResponse, GetProjectByIdRequest, GetProjectByIdResponse, Key, KeyType, ListAppChangesRequest,
-        ListAppChangesResponse, ListAppKeysRequest, ListAppKeysResponse, ListAppsRequest, ListAppsResponse,
-        ListProjectsRequest, ListProjectsResponse, Project, RemoveAppKeyRequest, RemoveAppKeyResponse,
-        RemoveAppRequest, RemoveAppResponse, RemoveProjectRequest, RemoveProjectResponse,
-        management_service_server::ManagementService,
+        GetAppKeyResponse, GetProjectByIdRequest, GetProjectByIdResponse, Key, KeyType,
+        ListAppChangesRequest, ListAppChangesResponse, ListAppKeysRequest, ListAppKeysResponse,
+        ListAppsRequest, ListAppsResponse, ListProjectsRequest, ListProjectsResponse, Project,
+        RemoveAppKeyRequest, RemoveAppKeyResponse, RemoveAppRequest, RemoveAppResponse, RemoveProjectRequest,
+        RemoveProjectResponse, management_service_server::ManagementService,
     },
     validate_ids,
 };
@@ -101,7 +101,10 @@ impl ManagementService for Management {
         Ok(Response::new(GetAppByIdResponse { app: Some(app_message(app)) }))
     }
 
-    async fn list_apps(&self, request: Request<ListAppsRequest>) -> Result<Response<ListAppsResponse>, Status> {
+    async fn list_apps(
+        &self,
+        request: Request<ListAppsRequest>,
+    ) -> Result<Response<ListAppsResponse>, Status> {
         let caller = auth::caller(&self.services, &request).await?;
         let r = request.get_ref();
         validate_ids(&[("project_id", &r.project_id)])?;
@@ -113,7 +116,10 @@ impl ManagementService for Management {
         }))
     }
 
-    async fn remove_app(&self, request: Request<RemoveAppRequest>) -> Result<Response<RemoveAppResponse>, Status> {
+    async fn remove_app(
+        &self,
+        request: Request<RemoveAppRequest>,
+    ) -> Result<Response<RemoveAppResponse>, Status> {
         let caller = auth::caller(&self.services, &request).await?;
         let r = request.get_ref();
         validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
@@ -121,7 +127,10 @@ impl ManagementService for Management {
         Ok(Response::new(RemoveAppResponse { details: convert::written(written, &caller.org_id) }))
     }
 
-    async fn add_app_key(&self, request: Request<AddAppKeyRequest>) -> Result<Response<AddAppKeyResponse>, Status> {
+    async fn add_app_key(
+        &self,
+        request: Request<AddAppKeyRequest>,
+    ) -> Result<Response<AddAppKeyResponse>, Status> {
         let caller = auth::caller(&self.services, &request).await?;
         let r = request.get_ref();
         validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
@@ -129,7 +138,8 @@ impl ManagementService for Management {
             Ok(KeyType::Json) => DomainKeyType::Json,
             _ => {
                 return Err(status(
-                    DomainError::invalid("type", "must be KEY_TYPE_JSON, the only key type keymint issues").into(),
+                    DomainError::invalid("type", "must be KEY_TYPE_JSON, the only key type keymint issues")
+                        .into(),
                 ));
             }
         };
@@ -152,7 +162,10 @@ impl ManagementService for Management {
         }))
     }
 
-    async fn get_app_key(&self, request: Request<GetAppKeyRequest>) -> Result<Response<GetAppKeyResponse>, Status> {
+    async fn get_app_key(
+        &self,
+        request: Request<GetAppKeyRequest>,
+    ) -> Result<Response<GetAppKeyResponse>, Status> {
         let caller = auth::caller(&self.services, &request).await?;
         let r = request.get_ref();
         validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id), ("key_id", &r.key_id)])?;

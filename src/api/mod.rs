@@ -15,7 +15,8 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/keymint_protos.rs"));
 
     /// The encoded descriptors of every keymint proto and its imports, served by reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/keymint_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/keymint_descriptor.bin"));
 }
 
 /// Checks the ID fields of a request: each non-empty and at most 200 characters.

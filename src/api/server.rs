@@ -15,7 +15,10 @@ use super::{
     management::Management,
     pb::{
         self,
-        keymint::{admin::v1::admin_service_server::AdminServiceServer, management::v1::management_service_server::ManagementServiceServer},
+        keymint::{
+            admin::v1::admin_service_server::AdminServiceServer,
+            management::v1::management_service_server::ManagementServiceServer,
+        },
     },
     telemetry::RpcLogLayer,
 };

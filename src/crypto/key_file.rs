@@ -34,7 +34,8 @@ mod tests {
 
     #[test]
     fn fields_come_in_the_documented_order() {
-        let file = application_key_file("1", "-----BEGIN RSA PRIVATE KEY-----\nx\n", "2", "3@p").expect("file");
+        let file =
+            application_key_file("1", "-----BEGIN RSA PRIVATE KEY-----\nx\n", "2", "3@p").expect("file");
         assert_eq!(
             std::str::from_utf8(&file).expect("utf8"),
             r#"{"type":"application","keyId":"1","key":"-----BEGIN RSA PRIVATE KEY-----\nx\n","appId":"2","clientId":"3@p"}"#

@@ -3,9 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::{
-    DomainError, Event, Timestamp, aggregate::Aggregate, events::KeyType, validate::Violations,
-};
+use super::{DomainError, Event, Timestamp, aggregate::Aggregate, events::KeyType, validate::Violations};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub enum Status {
@@ -157,12 +155,7 @@ mod tests {
     const NOW: Timestamp = Timestamp(1_764_000_000_000_000);
 
     fn new_key(id: &str, expiration: Timestamp) -> NewKey {
-        NewKey {
-            key_id: id.into(),
-            key_type: KeyType::Json,
-            expiration,
-            public_key_pem: "pem".into(),
-        }
+        NewKey { key_id: id.into(), key_type: KeyType::Json, expiration, public_key_pem: "pem".into() }
     }
 
     fn live_app() -> Loaded<App> {
@@ -185,7 +178,9 @@ mod tests {
         let app = live_app();
         for expiration in [NOW, Timestamp(NOW.0 - 1)] {
             let refused = app.state.add_key("a", "p", new_key("k", expiration), NOW);
-            assert!(matches!(refused, Err(DomainError::InvalidArgument(v)) if v[0].field == "expiration_date"));
+            assert!(
+                matches!(refused, Err(DomainError::InvalidArgument(v)) if v[0].field == "expiration_date")
+            );
         }
     }
 

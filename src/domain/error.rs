@@ -49,8 +49,7 @@ impl DomainError {
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
-    let parts: Vec<String> =
-        violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect();
+    let parts: Vec<String> = violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect();
     parts.join("; ")
 }
 

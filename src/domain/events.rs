@@ -56,10 +56,18 @@ impl CredentialRole {
 /// only the hash of their secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    OrgAdded { name: String },
-    ProjectAdded { name: String },
+    OrgAdded {
+        name: String,
+    },
+    ProjectAdded {
+        name: String,
+    },
     ProjectRemoved,
-    AppAdded { project_id: String, name: String, client_id: String },
+    AppAdded {
+        project_id: String,
+        name: String,
+        client_id: String,
+    },
     AppKeyAdded {
         key_id: String,
         key_type: KeyType,
@@ -68,9 +76,16 @@ pub enum Event {
         /// SubjectPublicKeyInfo PEM.
         public_key: String,
     },
-    AppKeyRemoved { key_id: String },
-    AppRemoved { project_id: String },
-    CredentialAdded { token_hash: String, role: CredentialRole },
+    AppKeyRemoved {
+        key_id: String,
+    },
+    AppRemoved {
+        project_id: String,
+    },
+    CredentialAdded {
+        token_hash: String,
+        role: CredentialRole,
+    },
 }
 
 // The stored JSON of each event, one struct per event type; field names are part of the stored format.
@@ -169,9 +184,7 @@ impl Event {
                 })
             }
             Event::AppKeyRemoved { key_id } => serde_json::to_string(&payload::KeyRef { key_id }),
-            Event::AppRemoved { project_id } => {
-                serde_json::to_string(&payload::ProjectRef { project_id })
-            }
+            Event::AppRemoved { project_id } => serde_json::to_string(&payload::ProjectRef { project_id }),
             Event::CredentialAdded { token_hash, role } => {
                 serde_json::to_string(&payload::CredentialAdded { token_hash, role })
             }
@@ -187,9 +200,7 @@ impl Event {
         }
         let decoded = match event_type {
             "org.added" => parse::<payload::Named>(payload).map(|p| Event::OrgAdded { name: p.name }),
-            "project.added" => {
-                parse::<payload::Named>(payload).map(|p| Event::ProjectAdded { name: p.name })
-            }
+            "project.added" => parse::<payload::Named>(payload).map(|p| Event::ProjectAdded { name: p.name }),
             "project.removed" => parse::<payload::Empty>(payload).map(|_| Event::ProjectRemoved),
             "app.added" => parse::<payload::AppAdded>(payload).map(|p| Event::AppAdded {
                 project_id: p.project_id,
@@ -205,8 +216,9 @@ impl Event {
             "app.key.removed" => {
                 parse::<payload::KeyRef>(payload).map(|p| Event::AppKeyRemoved { key_id: p.key_id })
             }
-            "app.removed" => parse::<payload::ProjectRef>(payload)
-                .map(|p| Event::AppRemoved { project_id: p.project_id }),
+            "app.removed" => {
+                parse::<payload::ProjectRef>(payload).map(|p| Event::AppRemoved { project_id: p.project_id })
+            }
             "credential.added" => parse::<payload::CredentialAdded>(payload)
                 .map(|p| Event::CredentialAdded { token_hash: p.token_hash, role: p.role }),
             _ => Err("unknown event type".to_owned()),

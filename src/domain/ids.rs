@@ -59,8 +59,7 @@ mod tests {
     fn ids_are_unique_and_increase_even_within_one_millisecond() {
         let ids = IdGenerator::new(7);
         let now = Timestamp(1_764_000_000_000_000);
-        let all: Vec<i64> =
-            (0..10_000).map(|_| ids.next_id(now).parse().unwrap_or_default()).collect();
+        let all: Vec<i64> = (0..10_000).map(|_| ids.next_id(now).parse().unwrap_or_default()).collect();
         assert!(all.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(all.iter().collect::<HashSet<_>>().len(), all.len());
     }

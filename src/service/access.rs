@@ -52,7 +52,9 @@ impl Services {
     pub async fn caller(&self, principal: Principal, requested_org: Option<&str>) -> Result<Caller> {
         let org_id = principal.resource_owner(requested_org)?.to_owned();
         if requested_org.is_some() && self.store.org(&org_id).await?.is_none() {
-            return Err(DomainError::not_found("ORG_NOT_FOUND", format!("organization {org_id} not found")).into());
+            return Err(
+                DomainError::not_found("ORG_NOT_FOUND", format!("organization {org_id} not found")).into()
+            );
         }
         Ok(Caller { principal, org_id })
     }
@@ -77,10 +79,14 @@ impl Services {
         }
 
         let org_id = self.new_id();
-        let target = Target { aggregate_type: AggregateType::Org, id: &org_id, org_id: &org_id, creator: "system" };
-        match self.command::<Org, _, _>(target, |org| async move { Ok(org.state.add(FIRST_ORG_NAME)?) }).await {
+        let target =
+            Target { aggregate_type: AggregateType::Org, id: &org_id, org_id: &org_id, creator: "system" };
+        match self.command::<Org, _, _>(target, |org| async move { Ok(org.state.add(FIRST_ORG_NAME)?) }).await
+        {
             // Another process sharing the database set it up at the same moment: use theirs.
-            Err(Error::Conflict | Error::Aborted) => return Box::pin(self.bootstrap(data_dir, supplied)).await,
+            Err(Error::Conflict | Error::Aborted) => {
+                return Box::pin(self.bootstrap(data_dir, supplied)).await;
+            }
             other => other?,
         };
         info!(org_id, name = FIRST_ORG_NAME, "created the first organization");
@@ -115,7 +121,8 @@ impl Services {
     async fn add_admin_credential(&self, org_id: &str, token: &str) -> Result<()> {
         let id = self.new_id();
         let target = Target { aggregate_type: AggregateType::Credential, id: &id, org_id, creator: "system" };
-        let event = Event::CredentialAdded { token_hash: hash_secret(token), role: CredentialRole::InstanceAdmin };
+        let event =
+            Event::CredentialAdded { token_hash: hash_secret(token), role: CredentialRole::InstanceAdmin };
         self.append(&target, 0, vec![event]).await?;
         Ok(())
     }
@@ -128,9 +135,8 @@ fn write_secret_file(path: &Path, secret: &Zeroizing<String>) -> Result<()> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))?;
+    let mut file =
+        options.open(path).map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))?;
     // A file left from an earlier setup keeps its mode on open: narrow it before writing.
     #[cfg(unix)]
     file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))

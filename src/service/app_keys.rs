@@ -55,7 +55,13 @@ impl Services {
         Ok(AddedKey { key_id, written, key_file })
     }
 
-    pub async fn app_key(&self, caller: &Caller, project_id: &str, app_id: &str, key_id: &str) -> Result<AppKeyRow> {
+    pub async fn app_key(
+        &self,
+        caller: &Caller,
+        project_id: &str,
+        app_id: &str,
+        key_id: &str,
+    ) -> Result<AppKeyRow> {
         let key = self.store.app_key(&caller.org_id, project_id, app_id, key_id).await?;
         key.ok_or_else(|| app::key_not_found(app_id, key_id).into())
     }
@@ -89,4 +95,3 @@ impl Services {
         .await
     }
 }
-

@@ -92,5 +92,10 @@ impl Services {
 }
 
 pub(super) fn app_target<'a>(caller: &'a Caller, app_id: &'a str) -> Target<'a> {
-    Target { aggregate_type: AggregateType::App, id: app_id, org_id: &caller.org_id, creator: &caller.principal.id }
+    Target {
+        aggregate_type: AggregateType::App,
+        id: app_id,
+        org_id: &caller.org_id,
+        creator: &caller.principal.id,
+    }
 }

@@ -106,7 +106,10 @@ impl Services {
         if recorded.first().is_some_and(|first| first.resource_owner != target.org_id) {
             return Ok(Loaded::default());
         }
-        let events = recorded.iter().map(RecordedEvent::event).collect::<Result<Vec<_>, _>>()
+        let events = recorded
+            .iter()
+            .map(RecordedEvent::event)
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Error::Internal(e.to_string()))?;
         Ok(Loaded::replay(&events))
     }

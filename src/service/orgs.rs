@@ -11,7 +11,8 @@ impl Services {
     pub async fn add_org(&self, principal: &Principal, name: &str) -> Result<(String, Written)> {
         principal.require_instance_admin()?;
         let id = self.new_id();
-        let target = Target { aggregate_type: AggregateType::Org, id: &id, org_id: &id, creator: &principal.id };
+        let target =
+            Target { aggregate_type: AggregateType::Org, id: &id, org_id: &id, creator: &principal.id };
         let written = self
             .command::<Org, _, _>(target, |org| async move {
                 if self.store.org_by_name(name.trim()).await?.is_some() {
@@ -26,10 +27,18 @@ impl Services {
     pub async fn org(&self, principal: &Principal, id: &str) -> Result<OrgRow> {
         principal.require_instance_admin()?;
         let org = self.store.org(id).await?;
-        org.ok_or_else(|| DomainError::not_found("ORG_NOT_FOUND", format!("organization {id} not found")).into())
+        org.ok_or_else(|| {
+            DomainError::not_found("ORG_NOT_FOUND", format!("organization {id} not found")).into()
+        })
     }
 
-    pub async fn orgs(&self, principal: &Principal, offset: u64, limit: u32, asc: bool) -> Result<ListView<OrgRow>> {
+    pub async fn orgs(
+        &self,
+        principal: &Principal,
+        offset: u64,
+        limit: u32,
+        asc: bool,
+    ) -> Result<ListView<OrgRow>> {
         principal.require_instance_admin()?;
         let listed = self.store.orgs(page(offset, limit, asc)?).await?;
         self.list_view(listed).await

@@ -34,7 +34,13 @@ impl Services {
         project.ok_or_else(|| project::not_found(id).into())
     }
 
-    pub async fn projects(&self, caller: &Caller, offset: u64, limit: u32, asc: bool) -> Result<ListView<ProjectRow>> {
+    pub async fn projects(
+        &self,
+        caller: &Caller,
+        offset: u64,
+        limit: u32,
+        asc: bool,
+    ) -> Result<ListView<ProjectRow>> {
         let listed = self.store.projects(&caller.org_id, page(offset, limit, asc)?).await?;
         self.list_view(listed).await
     }
@@ -49,5 +55,10 @@ impl Services {
 }
 
 fn project_target<'a>(caller: &'a Caller, id: &'a str) -> Target<'a> {
-    Target { aggregate_type: AggregateType::Project, id, org_id: &caller.org_id, creator: &caller.principal.id }
+    Target {
+        aggregate_type: AggregateType::Project,
+        id,
+        org_id: &caller.org_id,
+        creator: &caller.principal.id,
+    }
 }

@@ -8,7 +8,11 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
 };
 
-use super::{Result, migrate::{Migration, migrations}, sql::impl_event_store};
+use super::{
+    Result,
+    migrate::{Migration, migrations},
+    sql::impl_event_store,
+};
 
 const MIGRATIONS: &[Migration] = migrations!("postgres", (1, "0001_events"), (2, "0002_projections"));
 

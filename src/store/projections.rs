@@ -11,18 +11,36 @@ pub const TABLES: &[&str] = &["orgs", "projects", "apps", "app_keys", "credentia
 /// One change to the read models. Every change also carries the event's aggregate ID, sequence and time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    InsertOrg { name: String },
-    InsertProject { name: String },
+    InsertOrg {
+        name: String,
+    },
+    InsertProject {
+        name: String,
+    },
     /// Deletes the project with its applications and their keys.
     DeleteProject,
-    InsertApp { project_id: String, name: String, client_id: String },
+    InsertApp {
+        project_id: String,
+        name: String,
+        client_id: String,
+    },
     /// Records the application's new sequence and change time.
     TouchApp,
-    InsertAppKey { key_id: String, key_type: i32, expires_at: i64, public_key: String },
-    DeleteAppKey { key_id: String },
+    InsertAppKey {
+        key_id: String,
+        key_type: i32,
+        expires_at: i64,
+        public_key: String,
+    },
+    DeleteAppKey {
+        key_id: String,
+    },
     /// Deletes the application with its keys.
     DeleteApp,
-    InsertCredential { token_hash: String, role: String },
+    InsertCredential {
+        token_hash: String,
+        role: String,
+    },
 }
 
 /// The changes one stored event makes.

@@ -27,8 +27,7 @@ pub const EVENTS_DESC: &str = select_events!(
     "WHERE aggregate_type = $1 AND aggregate_id = $2 AND ($3 = 0 OR sequence < $3) \
      ORDER BY sequence DESC LIMIT $4"
 );
-pub const EVENTS_AFTER_POSITION: &str =
-    select_events!("WHERE position > $1 ORDER BY position LIMIT $2");
+pub const EVENTS_AFTER_POSITION: &str = select_events!("WHERE position > $1 ORDER BY position LIMIT $2");
 pub const ANY_EVENT: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM events LIMIT 1) AS any_event";
 pub const LAST_POSITION: &str = "SELECT COALESCE(MAX(position), 0) FROM events";
 
@@ -144,12 +143,23 @@ macro_rules! impl_event_store {
                 for change in $crate::store::projections::changes_of(event)? {
                     match change {
                         Change::InsertOrg { name } => {
-                            sqlx::query(sql::INSERT_ORG).bind(id).bind(name).bind(seq).bind(at)
-                                .execute(&mut *conn).await?;
+                            sqlx::query(sql::INSERT_ORG)
+                                .bind(id)
+                                .bind(name)
+                                .bind(seq)
+                                .bind(at)
+                                .execute(&mut *conn)
+                                .await?;
                         }
                         Change::InsertProject { name } => {
-                            sqlx::query(sql::INSERT_PROJECT).bind(id).bind(owner).bind(name).bind(seq)
-                                .bind(at).execute(&mut *conn).await?;
+                            sqlx::query(sql::INSERT_PROJECT)
+                                .bind(id)
+                                .bind(owner)
+                                .bind(name)
+                                .bind(seq)
+                                .bind(at)
+                                .execute(&mut *conn)
+                                .await?;
                         }
                         Change::DeleteProject => {
                             for statement in sql::DELETE_PROJECT {
@@ -157,21 +167,43 @@ macro_rules! impl_event_store {
                             }
                         }
                         Change::InsertApp { project_id, name, client_id } => {
-                            sqlx::query(sql::INSERT_APP).bind(id).bind(owner).bind(project_id).bind(name)
-                                .bind(client_id).bind(seq).bind(at).execute(&mut *conn).await?;
+                            sqlx::query(sql::INSERT_APP)
+                                .bind(id)
+                                .bind(owner)
+                                .bind(project_id)
+                                .bind(name)
+                                .bind(client_id)
+                                .bind(seq)
+                                .bind(at)
+                                .execute(&mut *conn)
+                                .await?;
                         }
                         Change::TouchApp => {
-                            sqlx::query(sql::TOUCH_APP).bind(id).bind(seq).bind(at)
-                                .execute(&mut *conn).await?;
+                            sqlx::query(sql::TOUCH_APP)
+                                .bind(id)
+                                .bind(seq)
+                                .bind(at)
+                                .execute(&mut *conn)
+                                .await?;
                         }
                         Change::InsertAppKey { key_id, key_type, expires_at, public_key } => {
-                            sqlx::query(sql::INSERT_APP_KEY).bind(id).bind(key_id).bind(key_type)
-                                .bind(expires_at).bind(public_key).bind(seq).bind(at)
-                                .execute(&mut *conn).await?;
+                            sqlx::query(sql::INSERT_APP_KEY)
+                                .bind(id)
+                                .bind(key_id)
+                                .bind(key_type)
+                                .bind(expires_at)
+                                .bind(public_key)
+                                .bind(seq)
+                                .bind(at)
+                                .execute(&mut *conn)
+                                .await?;
                         }
                         Change::DeleteAppKey { key_id } => {
-                            sqlx::query(sql::DELETE_APP_KEY).bind(id).bind(key_id)
-                                .execute(&mut *conn).await?;
+                            sqlx::query(sql::DELETE_APP_KEY)
+                                .bind(id)
+                                .bind(key_id)
+                                .execute(&mut *conn)
+                                .await?;
                         }
                         Change::DeleteApp => {
                             for statement in sql::DELETE_APP {
@@ -179,8 +211,14 @@ macro_rules! impl_event_store {
                             }
                         }
                         Change::InsertCredential { token_hash, role } => {
-                            sqlx::query(sql::INSERT_CREDENTIAL).bind(id).bind(owner).bind(token_hash)
-                                .bind(role).bind(at).execute(&mut *conn).await?;
+                            sqlx::query(sql::INSERT_CREDENTIAL)
+                                .bind(id)
+                                .bind(owner)
+                                .bind(token_hash)
+                                .bind(role)
+                                .bind(at)
+                                .execute(&mut *conn)
+                                .await?;
                         }
                     }
                 }
@@ -201,18 +239,26 @@ macro_rules! impl_event_store {
                 }
                 sqlx::query(sql::MIGRATIONS_TABLE).execute(&mut *tx).await?;
                 for m in migrations {
-                    let applied: i64 = sqlx::query_scalar(sql::MIGRATION_APPLIED).bind(m.version)
-                        .fetch_one(&mut *tx).await?;
+                    let applied: i64 = sqlx::query_scalar(sql::MIGRATION_APPLIED)
+                        .bind(m.version)
+                        .fetch_one(&mut *tx)
+                        .await?;
                     if applied > 0 {
                         continue;
                     }
-                    sqlx::raw_sql(m.sql).execute(&mut *tx).await
+                    sqlx::raw_sql(m.sql)
+                        .execute(&mut *tx)
+                        .await
                         .map_err(|cause| StoreError::Migration { version: m.version, cause })?;
                     let now = <$crate::domain::time::SystemClock as $crate::domain::time::Clock>::now(
                         &$crate::domain::time::SystemClock,
                     );
-                    sqlx::query(sql::RECORD_MIGRATION).bind(m.version).bind(m.name).bind(now.micros())
-                        .execute(&mut *tx).await?;
+                    sqlx::query(sql::RECORD_MIGRATION)
+                        .bind(m.version)
+                        .bind(m.name)
+                        .bind(now.micros())
+                        .execute(&mut *tx)
+                        .await?;
                     tracing::info!(version = m.version, name = m.name, "applied migration");
                 }
                 tx.commit().await?;
@@ -320,10 +366,7 @@ macro_rules! impl_event_store {
                 Ok(sqlx::query_as($crate::store::sql::ORG).bind(id).fetch_optional(&self.read).await?)
             }
 
-            async fn org_by_name(
-                &self,
-                name: &str,
-            ) -> $crate::store::Result<Option<$crate::store::OrgRow>> {
+            async fn org_by_name(&self, name: &str) -> $crate::store::Result<Option<$crate::store::OrgRow>> {
                 Ok(sqlx::query_as($crate::store::sql::ORG_BY_NAME)
                     .bind(name)
                     .fetch_optional(&self.read)
@@ -455,12 +498,11 @@ macro_rules! impl_event_store {
                 }
                 let (mut after, mut replayed) = (0_i64, 0_u64);
                 loop {
-                    let batch: Vec<$crate::store::RecordedEvent> =
-                        sqlx::query_as(sql::EVENTS_AFTER_POSITION)
-                            .bind(after)
-                            .bind(BATCH)
-                            .fetch_all(&mut *tx)
-                            .await?;
+                    let batch: Vec<$crate::store::RecordedEvent> = sqlx::query_as(sql::EVENTS_AFTER_POSITION)
+                        .bind(after)
+                        .bind(BATCH)
+                        .fetch_all(&mut *tx)
+                        .await?;
                     let Some(last) = batch.last() else { break };
                     after = last.position;
                     for event in &batch {
@@ -474,7 +516,9 @@ macro_rules! impl_event_store {
 
             async fn projection_snapshot(&self) -> $crate::store::Result<Vec<String>> {
                 let mut lines = Vec::new();
-                for (table, query) in $crate::store::projections::TABLES.iter().zip($crate::store::sql::SNAPSHOT) {
+                for (table, query) in
+                    $crate::store::projections::TABLES.iter().zip($crate::store::sql::SNAPSHOT)
+                {
                     lines.push(format!("# {table}"));
                     let rows: Vec<String> = sqlx::query_scalar(query).fetch_all(&self.read).await?;
                     lines.extend(rows);

@@ -8,7 +8,11 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use super::{Result, migrate::{Migration, migrations}, sql::impl_event_store};
+use super::{
+    Result,
+    migrate::{Migration, migrations},
+    sql::impl_event_store,
+};
 
 const MIGRATIONS: &[Migration] = migrations!("sqlite", (1, "0001_events"), (2, "0002_projections"));
 
@@ -40,15 +44,10 @@ impl SqliteStore {
             .foreign_keys(true)
             // Another process holding the write lock makes writers wait, not fail.
             .busy_timeout(Duration::from_secs(5));
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
+        let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         Self::run_migrations(&write, MIGRATIONS, None).await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .connect_with(options.read_only(true))
-            .await?;
+        let read =
+            SqlitePoolOptions::new().max_connections(READERS).connect_with(options.read_only(true)).await?;
         Ok(SqliteStore { read, write })
     }
 }
