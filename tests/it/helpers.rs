@@ -1,0 +1,225 @@
+//! Starting a real keymint on a fresh database, and clients to call it.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use keymint::{
+    api::pb::keymint::{
+        admin::v1::admin_service_client::AdminServiceClient,
+        management::v1::{
+            AddApiAppRequest, AddProjectRequest, management_service_client::ManagementServiceClient,
+        },
+    },
+    app::{self, Running},
+    config::{Config, LogFormat},
+    crypto::secret::new_secret,
+    store::{self, EventStore},
+};
+use tempfile::TempDir;
+use tonic::{Request, metadata::MetadataValue, transport::Channel};
+
+/// Runs an async test body once per database: `on_both_databases!(name, body_fn)` defines `name_sqlite` and
+/// `name_postgres`. The PostgreSQL variant passes without running when KEYMINT_TEST_POSTGRES_URL is unset,
+/// and says so; `.ci/run` always sets it.
+macro_rules! on_both_databases {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body($crate::helpers::Db::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(db) = $crate::helpers::Db::postgres() {
+                    super::$body(db).await;
+                }
+            }
+        }
+    };
+}
+pub(crate) use on_both_databases;
+
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite,
+    /// The server the URL points at; each test creates its own database there.
+    Postgres(String),
+}
+
+impl Db {
+    pub fn postgres() -> Option<Db> {
+        match std::env::var("KEYMINT_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => Some(Db::Postgres(url)),
+            _ => {
+                eprintln!("KEYMINT_TEST_POSTGRES_URL is not set: skipping the PostgreSQL variant");
+                None
+            }
+        }
+    }
+}
+
+/// A fresh, empty database: a temp directory for SQLite, a new database for PostgreSQL.
+pub struct FreshDb {
+    pub dir: TempDir,
+    pub url: Option<String>,
+    cleanup: Option<(String, String)>,
+}
+
+impl FreshDb {
+    pub async fn create(db: &Db) -> FreshDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match db {
+            Db::Sqlite => FreshDb { dir, url: None, cleanup: None },
+            Db::Postgres(server) => {
+                let name = format!("keymint_it_{}", new_secret("").expect("rng").to_lowercase().replace(['-', '_'], ""));
+                let name: String = name.chars().take(40).collect();
+                let admin = sqlx::PgPool::connect(server).await.expect("connect to KEYMINT_TEST_POSTGRES_URL");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&admin)
+                    .await
+                    .expect("create test database");
+                admin.close().await;
+                let url = with_database(server, &name);
+                FreshDb { dir, url: Some(url), cleanup: Some((server.clone(), name)) }
+            }
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Opens a second handle on the same store, as another process would.
+    pub async fn open_store(&self) -> Arc<dyn EventStore> {
+        store::open(self.url.as_deref(), self.dir.path()).await.expect("open store")
+    }
+
+    /// Drops a PostgreSQL test database (SQLite's directory goes with the TempDir).
+    pub async fn drop_database(&mut self) {
+        if let Some((server, name)) = self.cleanup.take() {
+            if let Ok(admin) = sqlx::PgPool::connect(&server).await {
+                let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await;
+                admin.close().await;
+            }
+        }
+    }
+}
+
+fn with_database(server_url: &str, database: &str) -> String {
+    let (base, query) = match server_url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (server_url, String::new()),
+    };
+    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    format!("{base}/{database}{query}")
+}
+
+/// A keymint serving on 127.0.0.1 at a free port, with a known instance-admin token.
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub addr: SocketAddr,
+    pub token: String,
+    pub db: FreshDb,
+}
+
+pub fn config(db: &FreshDb, admin_token: Option<String>) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: db.data_dir(),
+        database_url: db.url.clone(),
+        log_format: LogFormat::Pretty,
+        node_id: None,
+        max_message_bytes: 1024 * 1024,
+        request_timeout_secs: 30,
+        admin_token,
+    }
+}
+
+impl TestServer {
+    pub async fn start(db: Db) -> TestServer {
+        let db = FreshDb::create(&db).await;
+        let token = new_secret("km_test_admin_").expect("rng").to_string();
+        let running = app::start(&config(&db, Some(token.clone()))).await.expect("start keymint");
+        TestServer { addr: running.addr, running: Some(running), token, db }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url()).expect("url").connect().await.expect("connect")
+    }
+
+    pub async fn management(&self) -> ManagementServiceClient<Channel> {
+        ManagementServiceClient::new(self.channel().await)
+    }
+
+    pub async fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel().await)
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        self.running.as_ref().expect("running").services.store()
+    }
+
+    /// A request with the admin token.
+    pub fn req<T>(&self, message: T) -> Request<T> {
+        with_token(message, &self.token)
+    }
+
+    /// A request with the admin token, acting in `org_id`.
+    pub fn req_in<T>(&self, org_id: &str, message: T) -> Request<T> {
+        let mut request = self.req(message);
+        request.metadata_mut().insert("x-org-id", MetadataValue::try_from(org_id).expect("org header"));
+        request
+    }
+
+    /// Creates a project and an API app in the admin's own organization; returns (project_id, app_id, client_id).
+    pub async fn project_and_app(&self, project: &str) -> (String, String, String) {
+        let mut client = self.management().await;
+        let project_id = client
+            .add_project(self.req(AddProjectRequest { name: project.into() }))
+            .await
+            .expect("add project")
+            .into_inner()
+            .id;
+        let app = client
+            .add_api_app(self.req(AddApiAppRequest { project_id: project_id.clone(), name: "api".into() }))
+            .await
+            .expect("add app")
+            .into_inner();
+        (project_id, app.app_id, app.client_id)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.expect("graceful shutdown");
+        }
+        self.db.drop_database().await;
+    }
+}
+
+pub fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let bearer = MetadataValue::try_from(format!("Bearer {token}")).expect("token header");
+    request.metadata_mut().insert("authorization", bearer);
+    request
+}
+
+/// The code, ErrorInfo reason and BadRequest fields of a failed call.
+pub fn error_of(status: &tonic::Status) -> (tonic::Code, String, Vec<String>) {
+    use tonic_types::StatusExt;
+    let details = status.get_error_details();
+    let reason = details.error_info().map(|info| info.reason.clone()).unwrap_or_default();
+    let fields = details
+        .bad_request()
+        .map(|bad| bad.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default();
+    (status.code(), reason, fields)
+}
