@@ -117,7 +117,7 @@ fn sequences(events: &[RecordedEvent]) -> Vec<i64> {
 }
 
 /// Checks a list holding exactly `expected` (IDs in creation order): both orders, paging and the total.
-async fn assert_lists_in_creation_order<T, Fut>(expected: &[&str], id_of: fn(&T) -> String, list: impl Fn(Page) -> Fut)
+async fn assert_lists_in_creation_order<T, Fut>(list: impl Fn(Page) -> Fut, id_of: fn(&T) -> String, expected: &[&str])
 where
     Fut: Future<Output = Result<Listed<T>, StoreError>>,
 {
@@ -413,7 +413,7 @@ async fn project_lists_page_in_creation_order_and_count_every_row(db: Db) {
     add_project(&store, "org-elsewhere", "proj-elsewhere", "project 0", 0).await;
 
     let expected = ["proj-0", "proj-1", "proj-2", "proj-3", "proj-4"];
-    assert_lists_in_creation_order(&expected, |p| p.id.clone(), |page| store.projects("org-list", page)).await;
+    assert_lists_in_creation_order(|page| store.projects("org-list", page), |p| p.id.clone(), &expected).await;
     fresh.drop_database().await;
 }
 
@@ -430,7 +430,7 @@ async fn app_key_lists_page_in_creation_order_and_count_every_row(db: Db) {
     }
 
     let want = ["key-0", "key-1", "key-2", "key-3"];
-    assert_lists_in_creation_order(&want, |k| k.id.clone(), |page| store.app_keys(org, project, app, page)).await;
+    assert_lists_in_creation_order(|page| store.app_keys(org, project, app, page), |k| k.id.clone(), &want).await;
     fresh.drop_database().await;
 }
 
