@@ -4,8 +4,8 @@ use keymint::{
     api::pb::keymint::{
         admin::v1::AddOrgRequest,
         management::v1::{
-            AddApiAppRequest, AddAppKeyRequest, AddProjectRequest, GetAppByIdRequest, GetProjectByIdRequest, KeyType,
-            ListProjectsRequest,
+            AddApiAppRequest, AddAppKeyRequest, AddProjectRequest, GetAppByIdRequest, GetProjectByIdRequest,
+            KeyType, ListProjectsRequest,
         },
     },
     app,
@@ -23,7 +23,8 @@ async fn unauthenticated(db: Db) {
 
     let missing = client.list_projects(Request::new(list())).await.expect_err("no header");
     assert_eq!(error_of(&missing), (Code::Unauthenticated, "UNAUTHENTICATED".into(), vec![]));
-    let unknown = client.list_projects(with_token(list(), "km_admin_not-a-real-token")).await.expect_err("unknown");
+    let unknown =
+        client.list_projects(with_token(list(), "km_admin_not-a-real-token")).await.expect_err("unknown");
     assert_eq!(unknown.code(), Code::Unauthenticated);
     let mut basic = Request::new(list());
     basic.metadata_mut().insert("authorization", MetadataValue::from_static("Basic dXNlcjpwYXNz"));
@@ -37,7 +38,8 @@ on_both_databases!(organizations_cannot_see_each_others_objects, organizations_a
 async fn organizations_are_invisible_to_each_other(db: Db) {
     let server = TestServer::start(db).await;
     let mut client = server.management().await;
-    let other = server.admin().await.add_org(server.req(AddOrgRequest { name: "other".into() })).await.expect("org");
+    let other =
+        server.admin().await.add_org(server.req(AddOrgRequest { name: "other".into() })).await.expect("org");
     let other_org = other.into_inner().id;
 
     // A project and app of the other organization, created by acting there through the header.
@@ -48,7 +50,9 @@ async fn organizations_are_invisible_to_each_other(db: Db) {
         .into_inner();
     assert_eq!(project.details.as_ref().map(|d| d.resource_owner.as_str()), Some(other_org.as_str()));
     let app = client
-        .add_api_app(server.req_in(&other_org, AddApiAppRequest { project_id: project.id.clone(), name: "a".into() }))
+        .add_api_app(
+            server.req_in(&other_org, AddApiAppRequest { project_id: project.id.clone(), name: "a".into() }),
+        )
         .await
         .expect("app in other org")
         .into_inner();
@@ -59,7 +63,9 @@ async fn organizations_are_invisible_to_each_other(db: Db) {
     let own = client.list_projects(server.req(ListProjectsRequest { query: None })).await.expect("list");
     assert!(own.into_inner().result.iter().all(|p| p.id != project.id));
     let app_get = client
-        .get_app_by_id(server.req(GetAppByIdRequest { project_id: project.id.clone(), app_id: app.app_id.clone() }))
+        .get_app_by_id(
+            server.req(GetAppByIdRequest { project_id: project.id.clone(), app_id: app.app_id.clone() }),
+        )
         .await;
     assert_eq!(app_get.expect_err("invisible").code(), Code::NotFound);
     let key = client
@@ -75,11 +81,15 @@ async fn organizations_are_invisible_to_each_other(db: Db) {
     client.add_project(server.req(AddProjectRequest { name: "theirs".into() })).await.expect("own project");
 
     // In the other organization, it is there.
-    let theirs = client.get_project_by_id(server.req_in(&other_org, GetProjectByIdRequest { id: project.id })).await;
+    let theirs =
+        client.get_project_by_id(server.req_in(&other_org, GetProjectByIdRequest { id: project.id })).await;
     assert_eq!(theirs.expect("visible there").into_inner().project.map(|p| p.name), Some("theirs".into()));
 
     let nowhere = client.list_projects(server.req_in("404", ListProjectsRequest { query: None })).await;
-    assert_eq!(error_of(&nowhere.expect_err("no such org")), (Code::NotFound, "ORG_NOT_FOUND".into(), vec![]));
+    assert_eq!(
+        error_of(&nowhere.expect_err("no such org")),
+        (Code::NotFound, "ORG_NOT_FOUND".into(), vec![])
+    );
 
     server.stop().await;
 }
@@ -105,7 +115,9 @@ async fn first_start_writes_the_admin_token(db: Db) {
         .await
         .expect("connect");
     let mut client =
-        keymint::api::pb::keymint::management::v1::management_service_client::ManagementServiceClient::new(channel);
+        keymint::api::pb::keymint::management::v1::management_service_client::ManagementServiceClient::new(
+            channel,
+        );
     client.list_projects(with_token(ListProjectsRequest { query: None }, &token)).await.expect("token works");
     running.shutdown().await.expect("shutdown");
 

@@ -7,9 +7,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use keymint::api::pb::keymint::{
     admin::v1::ListOrgsRequest,
     management::v1::{
-        AddAppKeyRequest, AddAppKeyResponse, ChangeQuery, GetAppByIdRequest, GetAppKeyRequest, KeyType,
-        ListAppChangesRequest, ListAppKeysRequest, RemoveAppKeyRequest, RemoveAppRequest, RemoveProjectRequest,
-        GetProjectByIdRequest,
+        AddAppKeyRequest, AddAppKeyResponse, ChangeQuery, GetAppByIdRequest, GetAppKeyRequest,
+        GetProjectByIdRequest, KeyType, ListAppChangesRequest, ListAppKeysRequest, RemoveAppKeyRequest,
+        RemoveAppRequest, RemoveProjectRequest,
     },
     v1::ListQuery,
 };
@@ -54,7 +54,8 @@ async fn issue_read_list_remove_and_audit_a_key(db: Db) {
     let server = TestServer::start(db).await;
     let mut client = server.management().await;
     let (project_id, app_id, client_id) = server.project_and_app("billing").await;
-    let orgs = server.admin().await.list_orgs(server.req(ListOrgsRequest { query: None })).await.expect("orgs");
+    let orgs =
+        server.admin().await.list_orgs(server.req(ListOrgsRequest { query: None })).await.expect("orgs");
     let org_id = orgs.into_inner().result[0].id.clone();
 
     // Issue: a fresh app's first key reports sequence 2, one timestamp for both dates, and the owner org.
@@ -67,7 +68,8 @@ async fn issue_read_list_remove_and_audit_a_key(db: Db) {
 
     // The key file: documented field order, PKCS#1 RSA-2048, and IDs that match.
     let raw = String::from_utf8(key_details.clone()).expect("utf8 key file");
-    let expected_start = format!(r#"{{"type":"application","keyId":"{key_id}","key":"-----BEGIN RSA PRIVATE KEY-----\n"#);
+    let expected_start =
+        format!(r#"{{"type":"application","keyId":"{key_id}","key":"-----BEGIN RSA PRIVATE KEY-----\n"#);
     assert!(raw.starts_with(&expected_start), "key file starts {}", &raw[..80]);
     let file: KeyFile = serde_json::from_slice(&key_details).expect("key file JSON");
     assert_eq!((file.kind.as_str(), file.key_id.as_str()), ("application", key_id.as_str()));
@@ -79,12 +81,15 @@ async fn issue_read_list_remove_and_audit_a_key(db: Db) {
     assert_eq!(pair.public_modulus_len() * 8, 2048);
 
     // A JWT signed with the private key verifies with the public key keymint stored.
-    let stored = server.store().app_key(&org_id, &project_id, &app_id, &key_id).await.expect("read").expect("key row");
-    let claims = Claims { iss: client_id.clone(), sub: client_id.clone(), aud: "keymint".into(), exp: 4_000_000_000 };
+    let stored =
+        server.store().app_key(&org_id, &project_id, &app_id, &key_id).await.expect("read").expect("key row");
+    let claims =
+        Claims { iss: client_id.clone(), sub: client_id.clone(), aud: "keymint".into(), exp: 4_000_000_000 };
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(key_id.clone());
-    let jwt = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_pem(file.key.as_bytes()).expect("enc"))
-        .expect("sign");
+    let jwt =
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_pem(file.key.as_bytes()).expect("enc"))
+            .expect("sign");
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_audience(&["keymint"]);
     let verified = jsonwebtoken::decode::<Claims>(
@@ -146,7 +151,8 @@ async fn issue_read_list_remove_and_audit_a_key(db: Db) {
     };
     let removed = client.remove_app_key(server.req(remove())).await.expect("remove").into_inner();
     assert_eq!(removed.details.expect("details").sequence, 5);
-    let get = GetAppKeyRequest { project_id: project_id.clone(), app_id: app_id.clone(), key_id: key_id.clone() };
+    let get =
+        GetAppKeyRequest { project_id: project_id.clone(), app_id: app_id.clone(), key_id: key_id.clone() };
     let gone = client.get_app_key(server.req(get)).await.expect_err("removed key");
     assert_eq!(gone.code(), Code::NotFound);
     let listed = client.list_app_keys(list(0, 0, true)).await.expect("list").into_inner();
@@ -192,7 +198,11 @@ async fn removing_an_app_or_project_removes_its_keys(db: Db) {
     let mut client = server.management().await;
 
     let (project_id, app_id, _) = server.project_and_app("to-remove-app").await;
-    let key = client.add_app_key(server.req(add_key_request(&project_id, &app_id))).await.expect("key").into_inner();
+    let key = client
+        .add_app_key(server.req(add_key_request(&project_id, &app_id)))
+        .await
+        .expect("key")
+        .into_inner();
     client
         .remove_app(server.req(RemoveAppRequest { project_id: project_id.clone(), app_id: app_id.clone() }))
         .await
@@ -200,10 +210,15 @@ async fn removing_an_app_or_project_removes_its_keys(db: Db) {
     assert_key_and_app_gone(&server, &project_id, &app_id, &key.id).await;
 
     let (project_id, app_id, _) = server.project_and_app("to-remove-project").await;
-    let key = client.add_app_key(server.req(add_key_request(&project_id, &app_id))).await.expect("key").into_inner();
+    let key = client
+        .add_app_key(server.req(add_key_request(&project_id, &app_id)))
+        .await
+        .expect("key")
+        .into_inner();
     client.remove_project(server.req(RemoveProjectRequest { id: project_id.clone() })).await.expect("remove");
     assert_key_and_app_gone(&server, &project_id, &app_id, &key.id).await;
-    let project = client.get_project_by_id(server.req(GetProjectByIdRequest { id: project_id.clone() })).await;
+    let project =
+        client.get_project_by_id(server.req(GetProjectByIdRequest { id: project_id.clone() })).await;
     assert_eq!(project.expect_err("project removed").code(), Code::NotFound);
     let again = client.remove_project(server.req(RemoveProjectRequest { id: project_id.clone() })).await;
     assert_eq!(again.expect_err("removed twice").code(), Code::NotFound);
@@ -237,7 +252,10 @@ async fn assert_key_and_app_gone(server: &TestServer, project_id: &str, app_id: 
     assert_eq!(keys.expect_err("app gone").code(), Code::NotFound);
 }
 
-on_both_databases!(twenty_concurrent_keys_get_sequences_2_to_21, twenty_concurrent_keys_get_sequences_2_to_21);
+on_both_databases!(
+    twenty_concurrent_keys_get_sequences_2_to_21,
+    twenty_concurrent_keys_get_sequences_2_to_21
+);
 async fn twenty_concurrent_keys_get_sequences_2_to_21(db: Db) {
     let server = TestServer::start(db).await;
     let (project_id, app_id, _) = server.project_and_app("race").await;

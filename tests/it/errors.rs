@@ -14,10 +14,18 @@ use tonic::Code;
 use crate::helpers::{Db, TestServer, error_of, on_both_databases};
 
 fn key_request(project_id: &str, app_id: &str, key_type: i32) -> AddAppKeyRequest {
-    AddAppKeyRequest { project_id: project_id.into(), app_id: app_id.into(), r#type: key_type, expiration_date: None }
+    AddAppKeyRequest {
+        project_id: project_id.into(),
+        app_id: app_id.into(),
+        r#type: key_type,
+        expiration_date: None,
+    }
 }
 
-on_both_databases!(invalid_input_is_refused_with_field_violations, invalid_input_is_refused_with_field_violations);
+on_both_databases!(
+    invalid_input_is_refused_with_field_violations,
+    invalid_input_is_refused_with_field_violations
+);
 async fn invalid_input_is_refused_with_field_violations(db: Db) {
     let server = TestServer::start(db).await;
     let mut client = server.management().await;
@@ -52,7 +60,11 @@ async fn invalid_input_is_refused_with_field_violations(db: Db) {
         assert_eq!(code, Code::InvalidArgument, "{request:?}: {status:?}");
         assert_eq!(reason, "INVALID_ARGUMENT");
         assert_eq!(bad, fields, "{request:?}");
-        assert!(fields.iter().all(|f| status.message().contains(f)), "message names the field: {}", status.message());
+        assert!(
+            fields.iter().all(|f| status.message().contains(f)),
+            "message names the field: {}",
+            status.message()
+        );
     }
 
     let too_many = client
@@ -63,21 +75,29 @@ async fn invalid_input_is_refused_with_field_violations(db: Db) {
         }))
         .await
         .expect_err("limit above 1000");
-    assert_eq!(error_of(&too_many), (Code::InvalidArgument, "INVALID_ARGUMENT".into(), vec!["query.limit".into()]));
+    assert_eq!(
+        error_of(&too_many),
+        (Code::InvalidArgument, "INVALID_ARGUMENT".into(), vec!["query.limit".into()])
+    );
     let at_limit = client
-        .list_projects(server.req(ListProjectsRequest { query: Some(ListQuery { offset: 0, limit: 1000, asc: true }) }))
+        .list_projects(
+            server.req(ListProjectsRequest { query: Some(ListQuery { offset: 0, limit: 1000, asc: true }) }),
+        )
         .await;
     assert!(at_limit.is_ok());
 
-    let blank = client.add_project(server.req(AddProjectRequest { name: "  ".into() })).await.expect_err("blank");
+    let blank =
+        client.add_project(server.req(AddProjectRequest { name: "  ".into() })).await.expect_err("blank");
     assert_eq!(error_of(&blank).2, ["name"]);
     let long_name = client
         .add_api_app(server.req(AddApiAppRequest { project_id: project_id.clone(), name: "n".repeat(201) }))
         .await
         .expect_err("long name");
     assert_eq!(error_of(&long_name).2, ["name"]);
-    let empty_id =
-        client.get_project_by_id(server.req(GetProjectByIdRequest { id: String::new() })).await.expect_err("empty");
+    let empty_id = client
+        .get_project_by_id(server.req(GetProjectByIdRequest { id: String::new() }))
+        .await
+        .expect_err("empty");
     assert_eq!(error_of(&empty_id).2, ["id"]);
 
     assert_eq!(server.store().position().await.expect("position"), position_before, "nothing was written");
@@ -109,8 +129,10 @@ async fn missing_objects_and_taken_names(db: Db) {
         .await
         .expect_err("missing key");
     assert_eq!(error_of(&no_key), (Code::NotFound, "APP_KEY_NOT_FOUND".into(), vec![]));
-    let no_project =
-        client.get_project_by_id(server.req(GetProjectByIdRequest { id: "404".into() })).await.expect_err("missing");
+    let no_project = client
+        .get_project_by_id(server.req(GetProjectByIdRequest { id: "404".into() }))
+        .await
+        .expect_err("missing");
     assert_eq!(error_of(&no_project), (Code::NotFound, "PROJECT_NOT_FOUND".into(), vec![]));
     let no_org = server.admin().await.get_org_by_id(server.req(GetOrgByIdRequest { id: "404".into() })).await;
     assert_eq!(error_of(&no_org.expect_err("missing org")), (Code::NotFound, "ORG_NOT_FOUND".into(), vec![]));
@@ -125,7 +147,8 @@ async fn missing_objects_and_taken_names(db: Db) {
     assert_eq!(error_of(&app_twice), (Code::AlreadyExists, "APP_NAME_TAKEN".into(), vec![]));
     let mut admin = server.admin().await;
     admin.add_org(server.req(AddOrgRequest { name: "acme".into() })).await.expect("org");
-    let org_twice = admin.add_org(server.req(AddOrgRequest { name: "acme".into() })).await.expect_err("taken");
+    let org_twice =
+        admin.add_org(server.req(AddOrgRequest { name: "acme".into() })).await.expect_err("taken");
     assert_eq!(error_of(&org_twice), (Code::AlreadyExists, "ORG_NAME_TAKEN".into(), vec![]));
 
     server.stop().await;

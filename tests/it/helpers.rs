@@ -71,9 +71,13 @@ impl FreshDb {
         match db {
             Db::Sqlite => FreshDb { dir, url: None, cleanup: None },
             Db::Postgres(server) => {
-                let name = format!("keymint_it_{}", new_secret("").expect("rng").to_lowercase().replace(['-', '_'], ""));
+                let name = format!(
+                    "keymint_it_{}",
+                    new_secret("").expect("rng").to_lowercase().replace(['-', '_'], "")
+                );
                 let name: String = name.chars().take(40).collect();
-                let admin = sqlx::PgPool::connect(server).await.expect("connect to KEYMINT_TEST_POSTGRES_URL");
+                let admin =
+                    sqlx::PgPool::connect(server).await.expect("connect to KEYMINT_TEST_POSTGRES_URL");
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(&admin)
                     .await

@@ -29,8 +29,11 @@ async fn populate(server: &TestServer) -> Vec<Vec<u8>> {
             key_ids.push(added.id);
             key_files.push(added.key_details);
         }
-        let remove =
-            RemoveAppKeyRequest { project_id: project_id.clone(), app_id: app_id.clone(), key_id: key_ids[0].clone() };
+        let remove = RemoveAppKeyRequest {
+            project_id: project_id.clone(),
+            app_id: app_id.clone(),
+            key_id: key_ids[0].clone(),
+        };
         client.remove_app_key(server.req(remove)).await.expect("remove key");
         if project == "beta" {
             client.remove_app(server.req(RemoveAppRequest { project_id, app_id })).await.expect("remove app");
@@ -58,7 +61,10 @@ async fn rebuild_restores_read_models(db: Db) {
     assert_ne!(damaged, live);
 
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keymint"));
-    command.args(["projections", "rebuild"]).env("KEYMINT_DATA_DIR", &data_dir).env_remove("KEYMINT_DATABASE_URL");
+    command
+        .args(["projections", "rebuild"])
+        .env("KEYMINT_DATA_DIR", &data_dir)
+        .env_remove("KEYMINT_DATABASE_URL");
     if let Some(url) = &url {
         command.env("KEYMINT_DATABASE_URL", url);
     }
@@ -111,18 +117,30 @@ async fn dump_every_table(url: Option<&str>, data_dir: &std::path::Path) -> Stri
         }
         None => {
             let path = data_dir.join("keymint.db");
-            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display())).await.expect("open");
+            let mut conn =
+                sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display())).await.expect("open");
             let tables: Vec<String> =
-                sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'").fetch_all(&mut conn).await.expect("tables");
-            for table in tables {
-                let columns: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA table_info({table})")))
+                sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
                     .fetch_all(&mut conn)
                     .await
-                    .expect("columns")
-                    .iter()
-                    .map(|row| row.get::<String, _>("name"))
-                    .collect();
-                let select = format!("SELECT {} FROM {table}", columns.iter().map(|c| format!("CAST({c} AS TEXT)")).collect::<Vec<_>>().join(" || '|' || "));
+                    .expect("tables");
+            for table in tables {
+                let columns: Vec<String> =
+                    sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA table_info({table})")))
+                        .fetch_all(&mut conn)
+                        .await
+                        .expect("columns")
+                        .iter()
+                        .map(|row| row.get::<String, _>("name"))
+                        .collect();
+                let select = format!(
+                    "SELECT {} FROM {table}",
+                    columns
+                        .iter()
+                        .map(|c| format!("CAST({c} AS TEXT)"))
+                        .collect::<Vec<_>>()
+                        .join(" || '|' || ")
+                );
                 let rows: Vec<Option<String>> =
                     sqlx::query_scalar(sqlx::AssertSqlSafe(select)).fetch_all(&mut conn).await.expect("rows");
                 dump.push_str(&rows.into_iter().flatten().collect::<Vec<_>>().join("\n"));
@@ -140,7 +158,8 @@ async fn execute_raw(url: Option<&str>, data_dir: &std::path::Path, sql: &'stati
         }
         None => {
             let path = data_dir.join("keymint.db");
-            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display())).await.expect("open");
+            let mut conn =
+                sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display())).await.expect("open");
             sqlx::query(sql).execute(&mut conn).await.expect("execute");
         }
     }

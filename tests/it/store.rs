@@ -48,7 +48,11 @@ fn project_added(name: &str) -> Event {
 }
 
 fn app_added(project_id: &str, name: &str) -> Event {
-    Event::AppAdded { project_id: project_id.into(), name: name.into(), client_id: client_id(project_id, name) }
+    Event::AppAdded {
+        project_id: project_id.into(),
+        name: name.into(),
+        client_id: client_id(project_id, name),
+    }
 }
 
 fn client_id(project_id: &str, name: &str) -> String {
@@ -100,7 +104,14 @@ async fn add_app(store: &Store, org: &str, project: &str, id: &str, name: &str) 
 }
 
 /// Adds a key to an app at sequence `expected`, at `at(n)`.
-async fn add_key(store: &Store, org: &str, app: &str, expected: u64, key: &str, n: i64) -> Vec<RecordedEvent> {
+async fn add_key(
+    store: &Store,
+    org: &str,
+    app: &str,
+    expected: u64,
+    key: &str,
+    n: i64,
+) -> Vec<RecordedEvent> {
     let add = append(AggregateType::App, app, org, expected, vec![key_added(key)]);
     write(store, Append { created_at: at(n), ..add }).await
 }
@@ -117,8 +128,11 @@ fn sequences(events: &[RecordedEvent]) -> Vec<i64> {
 }
 
 /// Checks a list holding exactly `expected` (IDs in creation order): both orders, paging and the total.
-async fn assert_lists_in_creation_order<T, Fut>(list: impl Fn(Page) -> Fut, id_of: fn(&T) -> String, expected: &[&str])
-where
+async fn assert_lists_in_creation_order<T, Fut>(
+    list: impl Fn(Page) -> Fut,
+    id_of: fn(&T) -> String,
+    expected: &[&str],
+) where
     Fut: Future<Output = Result<Listed<T>, StoreError>>,
 {
     let n = expected.len();
@@ -155,7 +169,10 @@ async fn fresh_store_is_empty_until_the_first_append(db: Db) {
     fresh.drop_database().await;
 }
 
-on_both_databases!(one_append_of_several_events_gets_consecutive_sequences, one_append_of_several_events_gets_consecutive_sequences);
+on_both_databases!(
+    one_append_of_several_events_gets_consecutive_sequences,
+    one_append_of_several_events_gets_consecutive_sequences
+);
 async fn one_append_of_several_events_gets_consecutive_sequences(db: Db) {
     let mut fresh = FreshDb::create(&db).await;
     let store = fresh.open_store().await;
@@ -184,7 +201,10 @@ async fn one_append_of_several_events_gets_consecutive_sequences(db: Db) {
     fresh.drop_database().await;
 }
 
-on_both_databases!(stale_expected_sequence_is_a_conflict_and_writes_nothing, stale_expected_sequence_is_a_conflict_and_writes_nothing);
+on_both_databases!(
+    stale_expected_sequence_is_a_conflict_and_writes_nothing,
+    stale_expected_sequence_is_a_conflict_and_writes_nothing
+);
 async fn stale_expected_sequence_is_a_conflict_and_writes_nothing(db: Db) {
     let mut fresh = FreshDb::create(&db).await;
     let store = fresh.open_store().await;
@@ -194,10 +214,14 @@ async fn stale_expected_sequence_is_a_conflict_and_writes_nothing(db: Db) {
     let before = store.load(AggregateType::App, "app-stale").await.expect("load");
     let position_before = position(&store).await;
 
-    assert_conflict(&store, append(AggregateType::App, "app-stale", "org-stale", 0, vec![app_added("p", "x")]))
-        .await;
+    assert_conflict(
+        &store,
+        append(AggregateType::App, "app-stale", "org-stale", 0, vec![app_added("p", "x")]),
+    )
+    .await;
     for expected in [1, 2] {
-        let stale = append(AggregateType::App, "app-stale", "org-stale", expected, vec![key_added("key-late")]);
+        let stale =
+            append(AggregateType::App, "app-stale", "org-stale", expected, vec![key_added("key-late")]);
         assert_conflict(&store, stale).await;
     }
 
@@ -210,7 +234,10 @@ async fn stale_expected_sequence_is_a_conflict_and_writes_nothing(db: Db) {
     fresh.drop_database().await;
 }
 
-on_both_databases!(a_failed_multi_event_append_writes_none_of_its_events, a_failed_multi_event_append_writes_none_of_its_events);
+on_both_databases!(
+    a_failed_multi_event_append_writes_none_of_its_events,
+    a_failed_multi_event_append_writes_none_of_its_events
+);
 async fn a_failed_multi_event_append_writes_none_of_its_events(db: Db) {
     let mut fresh = FreshDb::create(&db).await;
     let store = fresh.open_store().await;
@@ -230,7 +257,10 @@ async fn a_failed_multi_event_append_writes_none_of_its_events(db: Db) {
     fresh.drop_database().await;
 }
 
-on_both_databases!(racing_writers_on_two_handles_let_exactly_one_win, racing_writers_on_two_handles_let_exactly_one_win);
+on_both_databases!(
+    racing_writers_on_two_handles_let_exactly_one_win,
+    racing_writers_on_two_handles_let_exactly_one_win
+);
 async fn racing_writers_on_two_handles_let_exactly_one_win(db: Db) {
     const WRITERS: usize = 16;
     let mut fresh = FreshDb::create(&db).await;
@@ -245,7 +275,9 @@ async fn racing_writers_on_two_handles_let_exactly_one_win(db: Db) {
             tokio::spawn(async move {
                 let key = format!("key-race-{i}");
                 barrier.wait().await;
-                store.append(append(AggregateType::App, "app-race", "org-race", 1, vec![key_added(&key)])).await
+                store
+                    .append(append(AggregateType::App, "app-race", "org-race", 1, vec![key_added(&key)]))
+                    .await
             })
         })
         .collect();
@@ -264,13 +296,17 @@ async fn racing_writers_on_two_handles_let_exactly_one_win(db: Db) {
     assert_eq!(won, 1);
     for store in &handles {
         assert_eq!(sequences(&store.load(AggregateType::App, "app-race").await.expect("load")), [1, 2]);
-        let keys = store.app_keys("org-race", "proj-race", "app-race", page(0, 100, true)).await.expect("keys");
+        let keys =
+            store.app_keys("org-race", "proj-race", "app-race", page(0, 100, true)).await.expect("keys");
         assert_eq!((keys.items.len(), keys.total), (1, 1));
     }
     fresh.drop_database().await;
 }
 
-on_both_databases!(orgs_projects_and_apps_are_readable_right_after_their_append, orgs_projects_and_apps_are_readable_right_after_their_append);
+on_both_databases!(
+    orgs_projects_and_apps_are_readable_right_after_their_append,
+    orgs_projects_and_apps_are_readable_right_after_their_append
+);
 async fn orgs_projects_and_apps_are_readable_right_after_their_append(db: Db) {
     let mut fresh = FreshDb::create(&db).await;
     let store = fresh.open_store().await;
@@ -278,7 +314,10 @@ async fn orgs_projects_and_apps_are_readable_right_after_their_append(db: Db) {
 
     add_org(&store, org, "Read Models Inc").await;
     let row = store.org(org).await.expect("org").expect("org row");
-    assert_eq!((row.id.as_str(), row.name.as_str(), row.details.org_id.as_str()), (org, "Read Models Inc", org));
+    assert_eq!(
+        (row.id.as_str(), row.name.as_str(), row.details.org_id.as_str()),
+        (org, "Read Models Inc", org)
+    );
     assert_eq!((row.details.sequence, row.details.created_at, row.details.changed_at), (1, T0, T0));
     assert_eq!(store.org_by_name("Read Models Inc").await.expect("org_by_name"), Some(row));
     assert_eq!(store.org("org-missing").await.expect("org"), None);
@@ -301,7 +340,10 @@ async fn orgs_projects_and_apps_are_readable_right_after_their_append(db: Db) {
     fresh.drop_database().await;
 }
 
-on_both_databases!(app_key_events_add_and_remove_keys_and_touch_the_app, app_key_events_add_and_remove_keys_and_touch_the_app);
+on_both_databases!(
+    app_key_events_add_and_remove_keys_and_touch_the_app,
+    app_key_events_add_and_remove_keys_and_touch_the_app
+);
 async fn app_key_events_add_and_remove_keys_and_touch_the_app(db: Db) {
     let mut fresh = FreshDb::create(&db).await;
     let store = fresh.open_store().await;
@@ -312,13 +354,20 @@ async fn app_key_events_add_and_remove_keys_and_touch_the_app(db: Db) {
     let key = store.app_key(org, project, app, "key-1").await.expect("app_key").expect("key row");
     assert_eq!((key.id.as_str(), key.app_id.as_str(), key.key_type), ("key-1", app, 1));
     assert_eq!((key.expires_at, key.public_key.clone()), (KEY_EXPIRES, public_key("key-1")));
-    assert_eq!((key.details.org_id.as_str(), key.details.sequence, key.details.created_at), (org, 2, at(5).micros()));
+    assert_eq!(
+        (key.details.org_id.as_str(), key.details.sequence, key.details.created_at),
+        (org, 2, at(5).micros())
+    );
     let row = store.app(org, project, app).await.expect("app").expect("app row");
-    assert_eq!((row.details.sequence, row.details.created_at, row.details.changed_at), (2, T0, at(5).micros()));
+    assert_eq!(
+        (row.details.sequence, row.details.created_at, row.details.changed_at),
+        (2, T0, at(5).micros())
+    );
     assert_eq!(store.app_key("other-org", project, app, "key-1").await.expect("app_key"), None);
 
     add_key(&store, org, app, 2, "key-2", 6).await;
-    let remove = append(AggregateType::App, app, org, 3, vec![Event::AppKeyRemoved { key_id: "key-1".into() }]);
+    let remove =
+        append(AggregateType::App, app, org, 3, vec![Event::AppKeyRemoved { key_id: "key-1".into() }]);
     write(&store, Append { created_at: at(7), ..remove }).await;
     assert_eq!(store.app_key(org, project, app, "key-1").await.expect("app_key"), None);
     assert!(store.app_key(org, project, app, "key-2").await.expect("app_key").is_some(), "other keys stay");
@@ -327,7 +376,10 @@ async fn app_key_events_add_and_remove_keys_and_touch_the_app(db: Db) {
     fresh.drop_database().await;
 }
 
-on_both_databases!(removing_an_app_or_project_removes_what_it_contains, removing_an_app_or_project_removes_what_it_contains);
+on_both_databases!(
+    removing_an_app_or_project_removes_what_it_contains,
+    removing_an_app_or_project_removes_what_it_contains
+);
 async fn removing_an_app_or_project_removes_what_it_contains(db: Db) {
     let mut fresh = FreshDb::create(&db).await;
     let store = fresh.open_store().await;
@@ -372,15 +424,21 @@ async fn project_names_are_unique_within_an_org_only(db: Db) {
     add_project(&store, "org-a", "proj-a1", "billing", 0).await;
     let position_before = position(&store).await;
 
-    assert_conflict(&store, append(AggregateType::Project, "proj-a2", "org-a", 0, vec![project_added("billing")]))
-        .await;
+    assert_conflict(
+        &store,
+        append(AggregateType::Project, "proj-a2", "org-a", 0, vec![project_added("billing")]),
+    )
+    .await;
     assert!(store.load(AggregateType::Project, "proj-a2").await.expect("load").is_empty());
     assert_eq!(position(&store).await, position_before);
 
     add_project(&store, "org-b", "proj-b1", "billing", 0).await;
     let in_a = store.project_by_name("org-a", "billing").await.expect("project_by_name");
     let in_b = store.project_by_name("org-b", "billing").await.expect("project_by_name");
-    assert_eq!((in_a.map(|p| p.id).as_deref(), in_b.map(|p| p.id).as_deref()), (Some("proj-a1"), Some("proj-b1")));
+    assert_eq!(
+        (in_a.map(|p| p.id).as_deref(), in_b.map(|p| p.id).as_deref()),
+        (Some("proj-a1"), Some("proj-b1"))
+    );
     fresh.drop_database().await;
 }
 
@@ -392,8 +450,11 @@ async fn org_and_app_names_are_unique_too(db: Db) {
 
     let same_org_name = vec![Event::OrgAdded { name: "org-u name".into() }];
     assert_conflict(&store, append(AggregateType::Org, "org-u2", "org-u2", 0, same_org_name)).await;
-    assert_conflict(&store, append(AggregateType::App, "app-u2", "org-u", 0, vec![app_added("proj-u", "web")]))
-        .await;
+    assert_conflict(
+        &store,
+        append(AggregateType::App, "app-u2", "org-u", 0, vec![app_added("proj-u", "web")]),
+    )
+    .await;
     assert!(store.load(AggregateType::App, "app-u2").await.expect("load").is_empty());
 
     add_project(&store, "org-u", "proj-u2", "second", 0).await;
@@ -401,7 +462,10 @@ async fn org_and_app_names_are_unique_too(db: Db) {
     fresh.drop_database().await;
 }
 
-on_both_databases!(project_lists_page_in_creation_order_and_count_every_row, project_lists_page_in_creation_order_and_count_every_row);
+on_both_databases!(
+    project_lists_page_in_creation_order_and_count_every_row,
+    project_lists_page_in_creation_order_and_count_every_row
+);
 async fn project_lists_page_in_creation_order_and_count_every_row(db: Db) {
     let mut fresh = FreshDb::create(&db).await;
     let store = fresh.open_store().await;
@@ -413,11 +477,15 @@ async fn project_lists_page_in_creation_order_and_count_every_row(db: Db) {
     add_project(&store, "org-elsewhere", "proj-elsewhere", "project 0", 0).await;
 
     let expected = ["proj-0", "proj-1", "proj-2", "proj-3", "proj-4"];
-    assert_lists_in_creation_order(|page| store.projects("org-list", page), |p| p.id.clone(), &expected).await;
+    assert_lists_in_creation_order(|page| store.projects("org-list", page), |p| p.id.clone(), &expected)
+        .await;
     fresh.drop_database().await;
 }
 
-on_both_databases!(app_key_lists_page_in_creation_order_and_count_every_row, app_key_lists_page_in_creation_order_and_count_every_row);
+on_both_databases!(
+    app_key_lists_page_in_creation_order_and_count_every_row,
+    app_key_lists_page_in_creation_order_and_count_every_row
+);
 async fn app_key_lists_page_in_creation_order_and_count_every_row(db: Db) {
     let mut fresh = FreshDb::create(&db).await;
     let store = fresh.open_store().await;
@@ -430,11 +498,15 @@ async fn app_key_lists_page_in_creation_order_and_count_every_row(db: Db) {
     }
 
     let want = ["key-0", "key-1", "key-2", "key-3"];
-    assert_lists_in_creation_order(|page| store.app_keys(org, project, app, page), |k| k.id.clone(), &want).await;
+    assert_lists_in_creation_order(|page| store.app_keys(org, project, app, page), |k| k.id.clone(), &want)
+        .await;
     fresh.drop_database().await;
 }
 
-on_both_databases!(event_ranges_read_forward_after_and_backward_before_a_sequence, event_ranges_read_forward_after_and_backward_before_a_sequence);
+on_both_databases!(
+    event_ranges_read_forward_after_and_backward_before_a_sequence,
+    event_ranges_read_forward_after_and_backward_before_a_sequence
+);
 async fn event_ranges_read_forward_after_and_backward_before_a_sequence(db: Db) {
     let mut fresh = FreshDb::create(&db).await;
     let store = fresh.open_store().await;
@@ -467,16 +539,22 @@ on_both_databases!(credentials_are_found_by_token_hash, credentials_are_found_by
 async fn credentials_are_found_by_token_hash(db: Db) {
     let mut fresh = FreshDb::create(&db).await;
     let store = fresh.open_store().await;
-    let credential = |hash: &str| Event::CredentialAdded { token_hash: hash.into(), role: CredentialRole::InstanceAdmin };
-    write(&store, append(AggregateType::Credential, "cred-1", "org-cred", 0, vec![credential("hash-1")])).await;
+    let credential =
+        |hash: &str| Event::CredentialAdded { token_hash: hash.into(), role: CredentialRole::InstanceAdmin };
+    write(&store, append(AggregateType::Credential, "cred-1", "org-cred", 0, vec![credential("hash-1")]))
+        .await;
 
     let found = store.credential("hash-1").await.expect("credential");
-    let want = CredentialRow { id: "cred-1".into(), org_id: "org-cred".into(), role: "instance_admin".into() };
+    let want =
+        CredentialRow { id: "cred-1".into(), org_id: "org-cred".into(), role: "instance_admin".into() };
     assert_eq!(found, Some(want));
     assert_eq!(store.credential("hash-unknown").await.expect("credential"), None);
     // A token hash names one credential only.
-    assert_conflict(&store, append(AggregateType::Credential, "cred-2", "org-cred", 0, vec![credential("hash-1")]))
-        .await;
+    assert_conflict(
+        &store,
+        append(AggregateType::Credential, "cred-2", "org-cred", 0, vec![credential("hash-1")]),
+    )
+    .await;
     fresh.drop_database().await;
 }
 
@@ -485,7 +563,8 @@ async fn rebuilt_projections_equal_the_live_ones(db: Db) {
     let mut fresh = FreshDb::create(&db).await;
     let store = fresh.open_store().await;
     let (org, project) = ("org-rb", "proj-rb");
-    let credential = Event::CredentialAdded { token_hash: "hash-rb".into(), role: CredentialRole::InstanceAdmin };
+    let credential =
+        Event::CredentialAdded { token_hash: "hash-rb".into(), role: CredentialRole::InstanceAdmin };
     let mut recorded = [
         add_org(&store, org, "Rebuild Inc").await,
         add_project(&store, org, project, "kept", 1).await,
@@ -502,8 +581,20 @@ async fn rebuilt_projections_equal_the_live_ones(db: Db) {
     .concat()
     .len();
     let removals = [
-        append(AggregateType::App, "app-rb-1", org, 3, vec![Event::AppKeyRemoved { key_id: "key-rb-1".into() }]),
-        append(AggregateType::App, "app-rb-2", org, 2, vec![Event::AppRemoved { project_id: project.into() }]),
+        append(
+            AggregateType::App,
+            "app-rb-1",
+            org,
+            3,
+            vec![Event::AppKeyRemoved { key_id: "key-rb-1".into() }],
+        ),
+        append(
+            AggregateType::App,
+            "app-rb-2",
+            org,
+            2,
+            vec![Event::AppRemoved { project_id: project.into() }],
+        ),
         append(AggregateType::Project, "proj-rb-gone", org, 1, vec![Event::ProjectRemoved]),
     ];
     for (n, removal) in (10..).zip(removals) {

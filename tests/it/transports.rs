@@ -6,7 +6,9 @@ use keymint::api::pb::keymint::management::v1::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use crate::helpers::{Db, TestServer, on_both_databases};
 
@@ -14,7 +16,8 @@ on_both_databases!(grpc_web_over_http1_reaches_the_same_api, grpc_web_over_http1
 async fn grpc_web_over_http1(db: Db) {
     let server = TestServer::start(db).await;
     // An HTTP/1.1-only client speaking gRPC-Web, as a browser would.
-    let http1 = Client::builder(TokioExecutor::new()).build_http::<tonic_web::GrpcWebCall<tonic::body::Body>>();
+    let http1 =
+        Client::builder(TokioExecutor::new()).build_http::<tonic_web::GrpcWebCall<tonic::body::Body>>();
     let web = tower::ServiceBuilder::new().layer(tonic_web::GrpcWebClientLayer::new()).service(http1);
     let mut client = ManagementServiceClient::with_origin(web, server.url().parse().expect("uri"));
 
@@ -49,11 +52,8 @@ on_both_databases!(reflection_and_health_describe_the_server, reflection_and_hea
 async fn reflection_and_health(db: Db) {
     let server = TestServer::start(db).await;
     let channel = server.channel().await;
-    let expected = [
-        "grpc.health.v1.Health",
-        "keymint.admin.v1.AdminService",
-        "keymint.management.v1.ManagementService",
-    ];
+    let expected =
+        ["grpc.health.v1.Health", "keymint.admin.v1.AdminService", "keymint.management.v1.ManagementService"];
 
     // v1, as `buf curl` uses.
     {
@@ -66,10 +66,15 @@ async fn reflection_and_health(db: Db) {
             message_request: Some(MessageRequest::ListServices(String::new())),
         };
         let mut client = ServerReflectionClient::new(channel.clone());
-        let mut answers =
-            client.server_reflection_info(tokio_stream::iter([request])).await.expect("reflection v1").into_inner();
+        let mut answers = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("reflection v1")
+            .into_inner();
         let Some(Ok(answer)) = answers.next().await else { panic!("no reflection answer") };
-        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else { panic!("{answer:?}") };
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("{answer:?}")
+        };
         let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
         assert!(expected.iter().all(|e| names.iter().any(|n| n == e)), "v1 lists {names:?}");
     }
