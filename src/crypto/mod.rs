@@ -3,6 +3,7 @@
 
 pub mod key_file;
 pub mod keygen;
+pub mod pool;
 pub mod secret;
 
 /// A failure of the cryptographic library. It never carries key material.

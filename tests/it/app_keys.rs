@@ -139,7 +139,7 @@ async fn issue_read_list_remove_and_audit_a_key(db: Db) {
     assert_eq!(list_details.processed_sequence, server.store().position().await.expect("position"));
     assert!(list_details.view_timestamp.is_some());
     let page = client.list_app_keys(list(1, 1, true)).await.expect("page").into_inner();
-    assert_eq!(page.result.iter().map(|k| k.id.clone()).collect::<Vec<_>>(), [second.id.clone()]);
+    assert_eq!(page.result.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), [second.id.as_str()]);
     assert_eq!(page.details.expect("details").total_result, 3);
     assert_eq!(page.result[0].expiration_date.as_ref().map(|t| t.seconds), Some(4_102_444_800));
 

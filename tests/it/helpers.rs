@@ -100,12 +100,12 @@ impl FreshDb {
 
     /// Drops a PostgreSQL test database (SQLite's directory goes with the TempDir).
     pub async fn drop_database(&mut self) {
-        if let Some((server, name)) = self.cleanup.take() {
-            if let Ok(admin) = sqlx::PgPool::connect(&server).await {
-                let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await;
-                admin.close().await;
-            }
+        if let Some((server, name)) = self.cleanup.take()
+            && let Ok(admin) = sqlx::PgPool::connect(&server).await
+        {
+            let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await;
+            admin.close().await;
         }
     }
 }

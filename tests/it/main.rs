@@ -1,6 +1,10 @@
 //! keymint's integration tests: the real server on a free port, called with real clients, on SQLite and (when
 //! KEYMINT_TEST_POSTGRES_URL is set) on PostgreSQL.
 
+// Test bodies are async fns that `on_both_databases!` calls, and helpers are plain fns: clippy's
+// allow-*-in-tests settings only cover #[test] fns, so the test crate allows failing loudly here.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod helpers;
 
 mod access;
