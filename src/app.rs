@@ -8,13 +8,16 @@ use tracing::info;
 use crate::{
     api::server::{self, ServeError},
     config::Config,
+    crypto::pool::KeyPool,
     domain::{ids::IdGenerator, time::SystemClock},
-    service::{GenerateOnDemand, Services, access::AdminToken},
+    service::{Services, access::AdminToken},
     store::{self, EventStore, StoreError},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("setup: {0}")]
@@ -32,6 +35,7 @@ pub struct Running {
     pub addr: SocketAddr,
     pub admin_token: AdminToken,
     pub services: Arc<Services>,
+    pub key_pool: Arc<KeyPool>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -59,12 +63,9 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn EventStore>, AppError
 pub async fn start(config: &Config) -> Result<Running, AppError> {
     let store = open_store(config).await?;
     let node = config.node_id.unwrap_or_else(random_node);
-    let services = Arc::new(Services::new(
-        store,
-        Arc::new(SystemClock),
-        IdGenerator::new(node),
-        Arc::new(GenerateOnDemand::default()),
-    ));
+    let key_pool = Arc::new(KeyPool::start(&config.pool().map_err(AppError::Config)?));
+    let services =
+        Arc::new(Services::new(store, Arc::new(SystemClock), IdGenerator::new(node), key_pool.clone()));
     let admin_token = services.bootstrap(&config.data_dir, config.admin_token.as_deref()).await?;
 
     let listener = TcpListener::bind(config.listen)
@@ -77,7 +78,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let task = tokio::spawn(server::serve(listener, services.clone(), config.limits(), async move {
         let _ = stopped.await;
     }));
-    Ok(Running { addr, admin_token, services, stop, task })
+    Ok(Running { addr, admin_token, services, key_pool, stop, task })
 }
 
 /// Serves until SIGINT or SIGTERM, then shuts down gracefully.

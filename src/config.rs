@@ -4,7 +4,10 @@ use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::api::server::Limits;
+use crate::{
+    api::server::Limits,
+    crypto::{keygen::RsaBits, pool::PoolConfig},
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,12 +69,41 @@ pub struct Config {
     /// Longest time a call may run, in seconds.
     #[arg(long, env = "KEYMINT_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+    /// RSA key sizes this server issues (2048, 3072, 4096), comma-separated; each gets its own key pool.
+    #[arg(long, env = "KEYMINT_KEY_SIZES", value_delimiter = ',', default_value = "2048", value_parser = parse_bits)]
+    pub key_sizes: Vec<RsaBits>,
+    /// The size a request that names none gets; must be one of --key-sizes.
+    #[arg(long, env = "KEYMINT_DEFAULT_KEY_SIZE", default_value = "2048", value_parser = parse_bits)]
+    pub default_key_size: RsaBits,
+    /// Ready key pairs kept per size.
+    #[arg(long, env = "KEYMINT_KEY_POOL_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub key_pool_size: u16,
+    /// Threads generating keys per size; default: the number of cores.
+    #[arg(long, env = "KEYMINT_KEY_POOL_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub key_pool_workers: Option<u16>,
     /// The instance-admin token to create on first start (instead of generating one), or to add later.
     #[arg(long, env = "KEYMINT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 }
 
 impl Config {
+    /// The key pools this configuration asks for; an error names a default size that is not issued.
+    pub fn pool(&self) -> Result<PoolConfig, String> {
+        if !self.key_sizes.contains(&self.default_key_size) {
+            return Err(format!(
+                "--default-key-size {} is not among --key-sizes",
+                self.default_key_size.bits()
+            ));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        Ok(PoolConfig {
+            sizes: self.key_sizes.clone(),
+            default: self.default_key_size,
+            depth: usize::from(self.key_pool_size),
+            workers: self.key_pool_workers.map_or(cores, usize::from),
+        })
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_message_bytes: self.max_message_bytes,
@@ -90,9 +122,22 @@ impl fmt::Debug for Config {
             .field("node_id", &self.node_id)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("key_sizes", &self.key_sizes)
+            .field("default_key_size", &self.default_key_size)
+            .field("key_pool_size", &self.key_pool_size)
+            .field("key_pool_workers", &self.key_pool_workers)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
+}
+
+fn parse_bits(value: &str) -> Result<RsaBits, String> {
+    value
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .and_then(RsaBits::from_bits)
+        .ok_or_else(|| format!("{value:?} is not a key size keymint issues: use 2048, 3072 or 4096"))
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
@@ -124,6 +169,15 @@ mod tests {
         assert!(!printed.contains("hunter2"));
         assert!(!printed.contains("super-secret"));
         assert!(printed.contains("postgres://app:***@db/keymint"));
+    }
+
+    #[test]
+    fn key_sizes_are_checked() {
+        let cli = Cli::parse_from(["keymint", "--key-sizes", "2048,4096", "--default-key-size", "4096"]);
+        assert_eq!(cli.config.pool().map(|p| p.default), Ok(RsaBits::Rsa4096));
+        assert!(Cli::try_parse_from(["keymint", "--key-sizes", "1024"]).is_err());
+        let cli = Cli::parse_from(["keymint", "--key-sizes", "3072"]);
+        assert!(cli.config.pool().is_err(), "the default 2048 is not issued");
     }
 
     #[test]

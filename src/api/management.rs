@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    crypto::keygen::RsaBits,
     domain::{DomainError, Timestamp, events::KeyType as DomainKeyType},
     service::Services,
     store::{AppKeyRow, AppRow, EventRange, ProjectRow, RecordedEvent},
@@ -143,6 +144,12 @@ impl ManagementService for Management {
                 ));
             }
         };
+        let bits = match r.key_size {
+            0 => None,
+            bits => Some(RsaBits::from_bits(bits).ok_or_else(|| {
+                status(DomainError::invalid("key_size", "must be 0 (the default), 2048, 3072 or 4096").into())
+            })?),
+        };
         let expiration = r
             .expiration_date
             .as_ref()
@@ -151,7 +158,7 @@ impl ManagementService for Management {
             .or_status()?;
         let added = self
             .services
-            .add_app_key(&caller, &r.project_id, &r.app_id, key_type, expiration)
+            .add_app_key(&caller, &r.project_id, &r.app_id, key_type, bits, expiration)
             .await
             .or_status()?;
         Ok(Response::new(AddAppKeyResponse {

@@ -34,6 +34,16 @@ impl RsaBits {
         }
     }
 
+    /// The size with this many bits, if keymint issues it.
+    pub fn from_bits(bits: u32) -> Option<Self> {
+        match bits {
+            2048 => Some(RsaBits::Rsa2048),
+            3072 => Some(RsaBits::Rsa3072),
+            4096 => Some(RsaBits::Rsa4096),
+            _ => None,
+        }
+    }
+
     fn key_size(self) -> KeySize {
         match self {
             RsaBits::Rsa2048 => KeySize::Rsa2048,

@@ -3,7 +3,7 @@
 use zeroize::Zeroizing;
 
 use crate::{
-    crypto::key_file::application_key_file,
+    crypto::{key_file::application_key_file, keygen::RsaBits},
     domain::{
         Timestamp,
         app::{self, App, NewKey},
@@ -22,21 +22,22 @@ pub struct AddedKey {
 }
 
 impl Services {
-    /// Creates a key for the application. The key pair comes from the key source before anything is written,
-    /// so no transaction waits for key generation.
+    /// Creates a key for the application. The key pair comes from the key pool before anything is written, so
+    /// no transaction waits for key generation.
     pub async fn add_app_key(
         &self,
         caller: &Caller,
         project_id: &str,
         app_id: &str,
         key_type: KeyType,
+        bits: Option<RsaBits>,
         expiration: Option<Timestamp>,
     ) -> Result<AddedKey> {
         let expiration = expiration.unwrap_or(Timestamp::NEVER);
         app::check_expiration(expiration, self.now())?;
         // Checked first so that a request for a missing application does not use up a key pair.
         let app_row = self.app(caller, project_id, app_id).await?;
-        let pair = self.keys.next_key().await?;
+        let pair = self.keys.next_key(bits).await?;
         let key_id = self.new_id();
         let new_key = NewKey {
             key_id: key_id.clone(),

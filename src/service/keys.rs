@@ -1,30 +1,30 @@
-//! Where new RSA key pairs come from. Generation is CPU-heavy, so it never runs on the async runtime.
+//! Where new RSA key pairs come from: the key pool, behind a trait so that use cases can be tested with any source.
 
 use async_trait::async_trait;
 
-use crate::crypto::keygen::{RsaBits, RsaKeyPair};
+use crate::{
+    crypto::{
+        keygen::{RsaBits, RsaKeyPair},
+        pool::{KeyPool, PoolError},
+    },
+    domain::DomainError,
+};
 
 use super::{Error, Result};
 
 /// Supplies key pairs for new application keys.
 #[async_trait]
 pub trait KeySource: Send + Sync + 'static {
-    async fn next_key(&self) -> Result<RsaKeyPair>;
-}
-
-/// Generates each key when it is asked for, on a blocking thread.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct GenerateOnDemand {
-    pub bits: RsaBits,
+    /// A key pair of the given size, or of the server's default size when None.
+    async fn next_key(&self, bits: Option<RsaBits>) -> Result<RsaKeyPair>;
 }
 
 #[async_trait]
-impl KeySource for GenerateOnDemand {
-    async fn next_key(&self) -> Result<RsaKeyPair> {
-        let bits = self.bits;
-        tokio::task::spawn_blocking(move || RsaKeyPair::generate(bits))
-            .await
-            .map_err(|e| Error::Internal(format!("key generation task: {e}")))?
-            .map_err(Error::from)
+impl KeySource for KeyPool {
+    async fn next_key(&self, bits: Option<RsaBits>) -> Result<RsaKeyPair> {
+        self.take(bits).await.map_err(|e| match e {
+            PoolError::NotConfigured { .. } => DomainError::invalid("key_size", e.to_string()).into(),
+            PoolError::Stopped(_) => Error::Internal(e.to_string()),
+        })
     }
 }

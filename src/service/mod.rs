@@ -29,7 +29,7 @@ use crate::{
 };
 
 pub use error::{Error, Result};
-pub use keys::{GenerateOnDemand, KeySource};
+pub use keys::KeySource;
 
 /// How often a command is decided again after losing a write race to another process.
 const MAX_ATTEMPTS: u32 = 5;

@@ -4,8 +4,8 @@ use keymint::{
     api::pb::keymint::{
         admin::v1::AddOrgRequest,
         management::v1::{
-            AddApiAppRequest, AddAppKeyRequest, AddProjectRequest, GetAppByIdRequest, GetProjectByIdRequest,
-            KeyType, ListProjectsRequest,
+            AddApiAppRequest, AddProjectRequest, GetAppByIdRequest, GetProjectByIdRequest,
+            ListProjectsRequest,
         },
     },
     app,
@@ -13,7 +13,7 @@ use keymint::{
 };
 use tonic::{Code, Request, metadata::MetadataValue};
 
-use crate::helpers::{Db, FreshDb, TestServer, config, error_of, on_both_databases, with_token};
+use crate::helpers::{Db, FreshDb, TestServer, config, error_of, key_request, on_both_databases, with_token};
 
 on_both_databases!(calls_without_a_valid_bearer_token_are_unauthenticated, unauthenticated);
 async fn unauthenticated(db: Db) {
@@ -68,14 +68,7 @@ async fn organizations_are_invisible_to_each_other(db: Db) {
         )
         .await;
     assert_eq!(app_get.expect_err("invisible").code(), Code::NotFound);
-    let key = client
-        .add_app_key(server.req(AddAppKeyRequest {
-            project_id: project.id.clone(),
-            app_id: app.app_id.clone(),
-            r#type: KeyType::Json as i32,
-            expiration_date: None,
-        }))
-        .await;
+    let key = client.add_app_key(server.req(key_request(&project.id, &app.app_id))).await;
     assert_eq!(key.expect_err("invisible app").code(), Code::NotFound);
     // The same name is free in the caller's own organization.
     client.add_project(server.req(AddProjectRequest { name: "theirs".into() })).await.expect("own project");

@@ -7,28 +7,19 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use keymint::api::pb::keymint::{
     admin::v1::ListOrgsRequest,
     management::v1::{
-        AddAppKeyRequest, AddAppKeyResponse, ChangeQuery, GetAppByIdRequest, GetAppKeyRequest,
-        GetProjectByIdRequest, KeyType, ListAppChangesRequest, ListAppKeysRequest, RemoveAppKeyRequest,
-        RemoveAppRequest, RemoveProjectRequest,
+        AddAppKeyResponse, ChangeQuery, GetAppByIdRequest, GetAppKeyRequest, GetProjectByIdRequest, KeyType,
+        ListAppChangesRequest, ListAppKeysRequest, RemoveAppKeyRequest, RemoveAppRequest,
+        RemoveProjectRequest,
     },
     v1::ListQuery,
 };
 use serde::{Deserialize, Serialize};
 use tonic::Code;
 
-use crate::helpers::{Db, TestServer, on_both_databases};
+use crate::helpers::{Db, TestServer, key_request, on_both_databases};
 
 /// 9999-12-31T23:59:59Z: the expiration of a key requested without one.
 const NEVER_SECONDS: i64 = 253_402_300_799;
-
-fn add_key_request(project_id: &str, app_id: &str) -> AddAppKeyRequest {
-    AddAppKeyRequest {
-        project_id: project_id.into(),
-        app_id: app_id.into(),
-        r#type: KeyType::Json as i32,
-        expiration_date: None,
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -59,7 +50,7 @@ async fn issue_read_list_remove_and_audit_a_key(db: Db) {
     let org_id = orgs.into_inner().result[0].id.clone();
 
     // Issue: a fresh app's first key reports sequence 2, one timestamp for both dates, and the owner org.
-    let added = client.add_app_key(server.req(add_key_request(&project_id, &app_id))).await.expect("add key");
+    let added = client.add_app_key(server.req(key_request(&project_id, &app_id))).await.expect("add key");
     let AddAppKeyResponse { id: key_id, details, key_details } = added.into_inner();
     let details = details.expect("details");
     assert_eq!(details.sequence, 2);
@@ -117,11 +108,11 @@ async fn issue_read_list_remove_and_audit_a_key(db: Db) {
     assert_eq!(key.details.as_ref().map(|d| d.sequence), Some(2));
 
     // Two more keys, one with its own expiration; then page through them.
-    let mut expiring = add_key_request(&project_id, &app_id);
+    let mut expiring = key_request(&project_id, &app_id);
     expiring.expiration_date = Some(prost_types::Timestamp { seconds: 4_102_444_800, nanos: 0 });
     let second = client.add_app_key(server.req(expiring)).await.expect("second").into_inner();
     assert_eq!(second.details.expect("details").sequence, 3);
-    let third = client.add_app_key(server.req(add_key_request(&project_id, &app_id))).await.expect("third");
+    let third = client.add_app_key(server.req(key_request(&project_id, &app_id))).await.expect("third");
     let third_id = third.into_inner().id;
 
     let list = |offset, limit, asc| {
@@ -198,11 +189,8 @@ async fn removing_an_app_or_project_removes_its_keys(db: Db) {
     let mut client = server.management().await;
 
     let (project_id, app_id, _) = server.project_and_app("to-remove-app").await;
-    let key = client
-        .add_app_key(server.req(add_key_request(&project_id, &app_id)))
-        .await
-        .expect("key")
-        .into_inner();
+    let key =
+        client.add_app_key(server.req(key_request(&project_id, &app_id))).await.expect("key").into_inner();
     client
         .remove_app(server.req(RemoveAppRequest { project_id: project_id.clone(), app_id: app_id.clone() }))
         .await
@@ -210,11 +198,8 @@ async fn removing_an_app_or_project_removes_its_keys(db: Db) {
     assert_key_and_app_gone(&server, &project_id, &app_id, &key.id).await;
 
     let (project_id, app_id, _) = server.project_and_app("to-remove-project").await;
-    let key = client
-        .add_app_key(server.req(add_key_request(&project_id, &app_id)))
-        .await
-        .expect("key")
-        .into_inner();
+    let key =
+        client.add_app_key(server.req(key_request(&project_id, &app_id))).await.expect("key").into_inner();
     client.remove_project(server.req(RemoveProjectRequest { id: project_id.clone() })).await.expect("remove");
     assert_key_and_app_gone(&server, &project_id, &app_id, &key.id).await;
     let project =
@@ -222,7 +207,7 @@ async fn removing_an_app_or_project_removes_its_keys(db: Db) {
     assert_eq!(project.expect_err("project removed").code(), Code::NotFound);
     let again = client.remove_project(server.req(RemoveProjectRequest { id: project_id.clone() })).await;
     assert_eq!(again.expect_err("removed twice").code(), Code::NotFound);
-    let add = client.add_app_key(server.req(add_key_request(&project_id, &app_id))).await;
+    let add = client.add_app_key(server.req(key_request(&project_id, &app_id))).await;
     assert_eq!(add.expect_err("app of a removed project").code(), Code::NotFound);
 
     server.stop().await;
@@ -266,7 +251,7 @@ async fn twenty_concurrent_keys_get_sequences_2_to_21(db: Db) {
             keymint::api::pb::keymint::management::v1::management_service_client::ManagementServiceClient::new(
                 channel.clone(),
             );
-        let request = server.req(add_key_request(&project_id, &app_id));
+        let request = server.req(key_request(&project_id, &app_id));
         tokio::spawn(async move { client.add_app_key(request).await.map(|r| r.into_inner()) })
     });
     let mut sequences = Vec::new();

@@ -11,15 +11,10 @@ use keymint::api::pb::keymint::{
 };
 use tonic::Code;
 
-use crate::helpers::{Db, TestServer, error_of, on_both_databases};
+use crate::helpers::{self, Db, TestServer, error_of, on_both_databases};
 
 fn key_request(project_id: &str, app_id: &str, key_type: i32) -> AddAppKeyRequest {
-    AddAppKeyRequest {
-        project_id: project_id.into(),
-        app_id: app_id.into(),
-        r#type: key_type,
-        expiration_date: None,
-    }
+    AddAppKeyRequest { r#type: key_type, ..helpers::key_request(project_id, app_id) }
 }
 
 on_both_databases!(
@@ -53,6 +48,9 @@ async fn invalid_input_is_refused_with_field_violations(db: Db) {
             },
             vec!["expiration_date"],
         ),
+        (AddAppKeyRequest { key_size: 1024, ..helpers::key_request(&project_id, &app_id) }, vec!["key_size"]),
+        // A size keymint issues, but this server is not configured for.
+        (AddAppKeyRequest { key_size: 4096, ..helpers::key_request(&project_id, &app_id) }, vec!["key_size"]),
     ];
     for (request, fields) in cases {
         let status = client.add_app_key(server.req(request.clone())).await.expect_err("invalid request");

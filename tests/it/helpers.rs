@@ -6,12 +6,13 @@ use keymint::{
     api::pb::keymint::{
         admin::v1::admin_service_client::AdminServiceClient,
         management::v1::{
-            AddApiAppRequest, AddProjectRequest, management_service_client::ManagementServiceClient,
+            AddApiAppRequest, AddAppKeyRequest, AddProjectRequest, KeyType,
+            management_service_client::ManagementServiceClient,
         },
     },
     app::{self, Running},
     config::{Config, LogFormat},
-    crypto::secret::new_secret,
+    crypto::{keygen::RsaBits, secret::new_secret},
     store::{self, EventStore},
 };
 use tempfile::TempDir;
@@ -140,6 +141,11 @@ pub fn config(db: &FreshDb, admin_token: Option<String>) -> Config {
         node_id: None,
         max_message_bytes: 1024 * 1024,
         request_timeout_secs: 30,
+        key_sizes: vec![RsaBits::Rsa2048],
+        default_key_size: RsaBits::Rsa2048,
+        // Small pools: many test servers run at once on two cores.
+        key_pool_size: 2,
+        key_pool_workers: Some(1),
         admin_token,
     }
 }
@@ -206,6 +212,16 @@ impl TestServer {
             running.shutdown().await.expect("graceful shutdown");
         }
         self.db.drop_database().await;
+    }
+}
+
+/// An AddAppKey request for a JSON key of the server's default size that does not expire.
+pub fn key_request(project_id: &str, app_id: &str) -> AddAppKeyRequest {
+    AddAppKeyRequest {
+        project_id: project_id.into(),
+        app_id: app_id.into(),
+        r#type: KeyType::Json as i32,
+        ..AddAppKeyRequest::default()
     }
 }
 

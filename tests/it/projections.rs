@@ -1,12 +1,10 @@
 //! Read models are derived from events: `keymint projections rebuild` restores them exactly, and no table holds
 //! key material or secrets.
 
-use keymint::api::pb::keymint::management::v1::{
-    AddAppKeyRequest, KeyType, RemoveAppKeyRequest, RemoveAppRequest,
-};
+use keymint::api::pb::keymint::management::v1::{RemoveAppKeyRequest, RemoveAppRequest};
 use sqlx::{Connection, Row};
 
-use crate::helpers::{Db, TestServer, on_both_databases};
+use crate::helpers::{Db, TestServer, key_request, on_both_databases};
 
 /// Issues keys, removes some, removes an app: a store with every kind of event. Returns the key files.
 async fn populate(server: &TestServer) -> Vec<Vec<u8>> {
@@ -17,12 +15,7 @@ async fn populate(server: &TestServer) -> Vec<Vec<u8>> {
         let mut key_ids = Vec::new();
         for _ in 0..3 {
             let added = client
-                .add_app_key(server.req(AddAppKeyRequest {
-                    project_id: project_id.clone(),
-                    app_id: app_id.clone(),
-                    r#type: KeyType::Json as i32,
-                    expiration_date: None,
-                }))
+                .add_app_key(server.req(key_request(&project_id, &app_id)))
                 .await
                 .expect("add key")
                 .into_inner();
