@@ -38,13 +38,18 @@ pub struct Running {
     pub key_pool: Arc<KeyPool>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), ServeError>>,
+    follower: Option<JoinHandle<()>>,
 }
 
 impl Running {
     /// Stops accepting calls, lets in-flight ones finish, and waits for the server to end.
     pub async fn shutdown(self) -> Result<(), AppError> {
         let _ = self.stop.send(());
-        self.task.await??;
+        let served = self.task.await;
+        if let Some(follower) = self.follower {
+            follower.abort();
+        }
+        served??;
         Ok(())
     }
 
@@ -67,6 +72,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let services =
         Arc::new(Services::new(store, Arc::new(SystemClock), IdGenerator::new(node), key_pool.clone()));
     let admin_token = services.bootstrap(&config.data_dir, config.admin_token.as_deref()).await?;
+    let follower = services.clone().follow_changes().await?;
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -78,7 +84,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let task = tokio::spawn(server::serve(listener, services.clone(), config.limits(), async move {
         let _ = stopped.await;
     }));
-    Ok(Running { addr, admin_token, services, key_pool, stop, task })
+    Ok(Running { addr, admin_token, services, key_pool, stop, task, follower })
 }
 
 /// Serves until SIGINT or SIGTERM, then shuts down gracefully.

@@ -1,7 +1,11 @@
 //! Who is calling: bearer credentials to principals, the organization a call acts in, and the first start that
 //! creates the first organization with its instance-admin credential.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{PoisonError, RwLock},
+};
 
 use tracing::{info, warn};
 use zeroize::Zeroizing;
@@ -38,13 +42,19 @@ pub enum AdminToken {
 }
 
 impl Services {
-    /// Resolves a bearer secret to its principal.
+    /// Resolves a bearer secret to its principal: from memory when this process has seen it before.
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal> {
-        let credential = self.store.credential(&hash_secret(bearer)).await?;
+        let hash = hash_secret(bearer);
+        if let Some(principal) = self.principals.get(&hash) {
+            return Ok(principal);
+        }
+        let credential = self.store.credential(&hash).await?;
         let credential = credential.ok_or(Error::Unauthenticated("unknown or revoked credential"))?;
         let role = CredentialRole::parse(&credential.role)
             .ok_or_else(|| Error::Internal(format!("credential {} has unknown role", credential.id)))?;
-        Ok(Principal { id: credential.id, org_id: credential.org_id, grant: Grant::from(role) })
+        let principal = Principal { id: credential.id, org_id: credential.org_id, grant: Grant::from(role) };
+        self.principals.insert(hash, principal.clone());
+        Ok(principal)
     }
 
     /// The caller of an organization-scoped call: the principal's own organization, or the one the `x-org-id`
@@ -125,6 +135,28 @@ impl Services {
             Event::CredentialAdded { token_hash: hash_secret(token), role: CredentialRole::InstanceAdmin };
         self.append(&target, 0, vec![event]).await?;
         Ok(())
+    }
+}
+
+/// Principals of credentials this process has authenticated, by the hash of their secret. Instance-admin
+/// credentials cannot be revoked, so an entry stays true for the life of the process; only known credentials are
+/// kept, and the map is emptied when it reaches its bound, so guessing cannot grow it.
+#[derive(Debug, Default)]
+pub(super) struct PrincipalCache(RwLock<HashMap<String, Principal>>);
+
+impl PrincipalCache {
+    const MAX_ENTRIES: usize = 10_000;
+
+    fn get(&self, hash: &str) -> Option<Principal> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).get(hash).cloned()
+    }
+
+    fn insert(&self, hash: String, principal: Principal) {
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= Self::MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(hash, principal);
     }
 }
 

@@ -56,6 +56,7 @@ impl Services {
         Ok(AddedKey { key_id, written, key_file })
     }
 
+    /// One key, from memory when it was read before and nothing has changed it since.
     pub async fn app_key(
         &self,
         caller: &Caller,
@@ -63,8 +64,14 @@ impl Services {
         app_id: &str,
         key_id: &str,
     ) -> Result<AppKeyRow> {
+        if let Some(key) = self.keys_read.get(&caller.org_id, project_id, app_id, key_id) {
+            return Ok(key);
+        }
+        let generation = self.keys_read.generation();
         let key = self.store.app_key(&caller.org_id, project_id, app_id, key_id).await?;
-        key.ok_or_else(|| app::key_not_found(app_id, key_id).into())
+        let key = key.ok_or_else(|| app::key_not_found(app_id, key_id))?;
+        self.keys_read.fill(generation, project_id, &key);
+        Ok(key)
     }
 
     pub async fn app_keys(

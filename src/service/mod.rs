@@ -4,6 +4,7 @@
 pub mod access;
 pub mod app_keys;
 pub mod apps;
+mod cache;
 mod error;
 pub mod keys;
 pub mod orgs;
@@ -25,7 +26,7 @@ use crate::{
         principal::Principal,
         time::Clock,
     },
-    store::{Append, EventStore, Page, RecordedEvent},
+    store::{Append, Changed, EventStore, Page, RecordedEvent},
 };
 
 pub use error::{Error, Result};
@@ -44,6 +45,8 @@ pub struct Services {
     ids: IdGenerator,
     keys: Arc<dyn KeySource>,
     locks: AggregateLocks,
+    principals: access::PrincipalCache,
+    keys_read: cache::KeyCache,
 }
 
 /// The caller of a use case: who they are and which organization they act in.
@@ -84,7 +87,31 @@ impl Services {
         ids: IdGenerator,
         keys: Arc<dyn KeySource>,
     ) -> Self {
-        Services { store, clock, ids, keys, locks: AggregateLocks::new() }
+        Services {
+            store,
+            clock,
+            ids,
+            keys,
+            locks: AggregateLocks::new(),
+            principals: Default::default(),
+            keys_read: Default::default(),
+        }
+    }
+
+    /// Starts following the changes other processes commit, keeping in-memory read models fresh; None when the
+    /// store says no other process can write (SQLite). Aborting the task ends the store's listener too.
+    pub async fn follow_changes(self: Arc<Self>) -> Result<Option<tokio::task::JoinHandle<()>>> {
+        let Some(mut feed) = self.store.changes().await? else { return Ok(None) };
+        Ok(Some(tokio::spawn(async move {
+            while let Some(changed) = feed.recv().await {
+                match changed {
+                    Changed::Aggregate { aggregate_type, id } => {
+                        self.keys_read.invalidate(&aggregate_type, &id)
+                    }
+                    Changed::Lost => self.keys_read.clear(),
+                }
+            }
+        })))
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -152,6 +179,7 @@ impl Services {
                 events,
             })
             .await?;
+        self.keys_read.invalidate(target.aggregate_type.as_str(), target.id);
         let sequence = recorded.last().map_or(expected, |e| u64::try_from(e.sequence).unwrap_or_default());
         Ok(Written { sequence, at })
     }

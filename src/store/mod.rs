@@ -141,8 +141,6 @@ pub struct AppKeyRow {
     pub app_id: String,
     pub key_type: i32,
     pub expires_at: i64,
-    /// SubjectPublicKeyInfo PEM: what verifies tokens signed with the key.
-    pub public_key: String,
     #[sqlx(flatten)]
     pub details: RowDetails,
 }
@@ -153,6 +151,18 @@ pub struct CredentialRow {
     pub org_id: String,
     pub role: String,
 }
+
+/// What a change feed reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// An aggregate got new events.
+    Aggregate { aggregate_type: String, id: String },
+    /// The feed lost its connection: changes may have been missed, so caches must forget everything.
+    Lost,
+}
+
+/// Notifications of committed changes, in commit order.
+pub type ChangeFeed = tokio::sync::mpsc::Receiver<Changed>;
 
 /// The store keymint runs on. Both implementations run the same SQL (see `sql.rs`) and pass the same
 /// conformance tests.
@@ -198,7 +208,13 @@ pub trait EventStore: Send + Sync + 'static {
         app_id: &str,
         page: Page,
     ) -> Result<Listed<AppKeyRow>>;
+    /// The SubjectPublicKeyInfo PEM of a live application key: what verifies tokens signed with it.
+    async fn public_key(&self, app_id: &str, key_id: &str) -> Result<Option<String>>;
     async fn credential(&self, token_hash: &str) -> Result<Option<CredentialRow>>;
+
+    /// Changes committed by other processes sharing the database, as they commit; None when no other process can
+    /// write (SQLite). Read caches follow it.
+    async fn changes(&self) -> Result<Option<ChangeFeed>>;
 
     /// Empties the read models and replays every event into them; returns the number of events replayed.
     async fn rebuild_projections(&self) -> Result<u64>;

@@ -5,16 +5,23 @@ use std::{str::FromStr, time::Duration};
 
 use sqlx::{
     Postgres,
-    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
+    postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions},
 };
+use tokio::sync::mpsc;
+use tracing::warn;
 
 use super::{
-    Result,
+    ChangeFeed, Changed, Result,
     migrate::{Migration, migrations},
     sql::impl_event_store,
 };
 
-const MIGRATIONS: &[Migration] = migrations!("postgres", (1, "0001_events"), (2, "0002_projections"));
+const MIGRATIONS: &[Migration] =
+    migrations!("postgres", (1, "0001_events"), (2, "0002_projections"), (3, "0003_app_keys_covering_index"));
+
+/// The channel appends notify on, with the changed aggregate (`type:id`) as payload; delivered at commit.
+const CHANNEL: &str = "keymint_changes";
+const NOTIFY: &str = "SELECT pg_notify('keymint_changes', $1)";
 
 /// Serializes migrations of processes that start at the same time (the key is arbitrary but fixed).
 const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(7202604812)";
@@ -38,6 +45,37 @@ impl PgStore {
         // Reads and writes share one pool: PostgreSQL runs concurrent writers itself.
         Ok(PgStore { read: pool.clone(), write: pool })
     }
+
+    /// Listens for the changes other processes commit. When the listening connection drops, notifications may
+    /// be lost, so the feed says `Lost` and the listener reconnects.
+    async fn listen(&self) -> Result<Option<ChangeFeed>> {
+        let mut listener = PgListener::connect_with(&self.read).await?;
+        listener.listen(CHANNEL).await?;
+        let (sender, feed) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                let changed = match listener.try_recv().await {
+                    Ok(Some(notification)) => match notification.payload().split_once(':') {
+                        Some((aggregate_type, id)) => Changed::Aggregate {
+                            aggregate_type: aggregate_type.to_owned(),
+                            id: id.to_owned(),
+                        },
+                        None => continue,
+                    },
+                    Ok(None) => Changed::Lost,
+                    Err(e) => {
+                        warn!(error = %e, "change feed lost its connection; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        Changed::Lost
+                    }
+                };
+                if sender.send(changed).await.is_err() {
+                    return; // Nobody follows the feed any more.
+                }
+            }
+        });
+        Ok(Some(feed))
+    }
 }
 
-impl_event_store!(PgStore, Postgres);
+impl_event_store!(PgStore, Postgres, notify: Some(NOTIFY), feed: listen);

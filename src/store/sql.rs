@@ -72,10 +72,11 @@ pub const APP: &str = "SELECT id, project_id, name, client_id, org_id, sequence,
 pub const APP_BY_NAME: &str = "SELECT id, project_id, name, client_id, org_id, sequence, created_at, \
     changed_at FROM apps WHERE project_id = $1 AND name = $2";
 pub const COUNT_APPS: &str = "SELECT COUNT(*) FROM apps WHERE org_id = $1 AND project_id = $2";
-const APP_KEY_COLUMNS: &str =
-    "id, app_id, key_type, expires_at, public_key, org_id, sequence, created_at, changed_at";
-pub const APP_KEY: &str = "SELECT id, app_id, key_type, expires_at, public_key, org_id, sequence, \
+// Reads of keys leave the public key out: the API never returns it, and it is most of a row's bytes.
+const APP_KEY_COLUMNS: &str = "id, app_id, key_type, expires_at, org_id, sequence, created_at, changed_at";
+pub const APP_KEY: &str = "SELECT id, app_id, key_type, expires_at, org_id, sequence, \
     created_at, changed_at FROM app_keys WHERE org_id = $1 AND project_id = $2 AND app_id = $3 AND id = $4";
+pub const PUBLIC_KEY: &str = "SELECT public_key FROM app_keys WHERE app_id = $1 AND id = $2";
 pub const COUNT_APP_KEYS: &str =
     "SELECT COUNT(*) FROM app_keys WHERE org_id = $1 AND project_id = $2 AND app_id = $3";
 pub const CREDENTIAL: &str = "SELECT id, org_id, role FROM credentials WHERE token_hash = $1";
@@ -128,9 +129,12 @@ pub const MIGRATION_APPLIED: &str = "SELECT COUNT(*) FROM schema_migrations WHER
 pub const RECORD_MIGRATION: &str =
     "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)";
 
-/// Implements `EventStore` for a store struct with `read` and `write` pools of the given sqlx database.
+/// Implements `EventStore` for a store struct with `read` and `write` pools of the given sqlx database. `notify`
+/// is a statement run in every append transaction with the changed aggregate as `$1` (`type:id`), so that
+/// other processes learn of the change when it commits; `feed` is the store's inherent method returning its
+/// change feed.
 macro_rules! impl_event_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, notify: $notify:expr, feed: $feed:ident) => {
         impl $store {
             /// Applies one recorded event to the read models on the given connection.
             async fn project(
@@ -317,6 +321,11 @@ macro_rules! impl_event_store {
                     Self::project(&mut tx, &row).await?;
                     recorded.push(row);
                 }
+                let notify: Option<&'static str> = $notify;
+                if let Some(notify) = notify {
+                    let changed = format!("{}:{}", append.aggregate_type.as_str(), append.aggregate_id);
+                    sqlx::query(notify).bind(changed).execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
                 Ok(recorded)
             }
@@ -478,6 +487,14 @@ macro_rules! impl_event_store {
                 self.list(sql::list_app_keys(page.asc), sql::COUNT_APP_KEYS, &filter, page).await
             }
 
+            async fn public_key(&self, app_id: &str, key_id: &str) -> $crate::store::Result<Option<String>> {
+                Ok(sqlx::query_scalar($crate::store::sql::PUBLIC_KEY)
+                    .bind(app_id)
+                    .bind(key_id)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
             async fn credential(
                 &self,
                 token_hash: &str,
@@ -486,6 +503,10 @@ macro_rules! impl_event_store {
                     .bind(token_hash)
                     .fetch_optional(&self.read)
                     .await?)
+            }
+
+            async fn changes(&self) -> $crate::store::Result<Option<$crate::store::ChangeFeed>> {
+                self.$feed().await
             }
 
             async fn rebuild_projections(&self) -> $crate::store::Result<u64> {

@@ -9,14 +9,16 @@ use sqlx::{
 };
 
 use super::{
-    Result,
+    ChangeFeed, Result,
     migrate::{Migration, migrations},
     sql::impl_event_store,
 };
 
-const MIGRATIONS: &[Migration] = migrations!("sqlite", (1, "0001_events"), (2, "0002_projections"));
+const MIGRATIONS: &[Migration] =
+    migrations!("sqlite", (1, "0001_events"), (2, "0002_projections"), (3, "0003_app_keys_covering_index"));
 
-/// Readers run in parallel with the writer under WAL; more than the cores buys nothing on small machines.
+/// Readers run in parallel with the writer under WAL. Each sqlx SQLite connection has its own worker thread, so
+/// a few more than the cores keeps short reads from queueing behind each other.
 const READERS: u32 = 4;
 
 #[derive(Debug, Clone)]
@@ -50,6 +52,11 @@ impl SqliteStore {
             SqlitePoolOptions::new().max_connections(READERS).connect_with(options.read_only(true)).await?;
         Ok(SqliteStore { read, write })
     }
+
+    /// One process owns a SQLite file, so there are no other writers to follow.
+    async fn no_feed(&self) -> Result<Option<ChangeFeed>> {
+        Ok(None)
+    }
 }
 
-impl_event_store!(SqliteStore, Sqlite);
+impl_event_store!(SqliteStore, Sqlite, notify: None, feed: no_feed);

@@ -72,8 +72,7 @@ async fn issue_read_list_remove_and_audit_a_key(db: Db) {
     assert_eq!(pair.public_modulus_len() * 8, 2048);
 
     // A JWT signed with the private key verifies with the public key keymint stored.
-    let stored =
-        server.store().app_key(&org_id, &project_id, &app_id, &key_id).await.expect("read").expect("key row");
+    let stored = server.store().public_key(&app_id, &key_id).await.expect("read").expect("public key");
     let claims =
         Claims { iss: client_id.clone(), sub: client_id.clone(), aud: "keymint".into(), exp: 4_000_000_000 };
     let mut header = Header::new(Algorithm::RS256);
@@ -85,7 +84,7 @@ async fn issue_read_list_remove_and_audit_a_key(db: Db) {
     validation.set_audience(&["keymint"]);
     let verified = jsonwebtoken::decode::<Claims>(
         &jwt,
-        &DecodingKey::from_rsa_pem(stored.public_key.as_bytes()).expect("dec"),
+        &DecodingKey::from_rsa_pem(stored.as_bytes()).expect("dec"),
         &validation,
     )
     .expect("JWT verifies with the stored public key");
@@ -276,4 +275,46 @@ async fn twenty_concurrent_keys_get_sequences_2_to_21(db: Db) {
     assert_eq!(events.len(), 21);
 
     server.stop().await;
+}
+
+/// Two keymint processes on one PostgreSQL database: a key removed through one is gone from the other's reads
+/// (which serve keys from memory) within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_on_one_process_reaches_the_other_within_a_second() {
+    let Some(db) = Db::postgres() else { return };
+    let first = TestServer::start(db).await;
+    let second = first.start_beside().await;
+    let (project_id, app_id, _) = first.project_and_app("shared").await;
+    let key = first.management().await.add_app_key(first.req(key_request(&project_id, &app_id))).await;
+    let key_id = key.expect("add key").into_inner().id;
+    let get = || GetAppKeyRequest {
+        project_id: project_id.clone(),
+        app_id: app_id.clone(),
+        key_id: key_id.clone(),
+    };
+
+    // The second process reads the key (and keeps it in memory).
+    let mut other = second.management().await;
+    other.get_app_key(second.req(get())).await.expect("visible on the second process");
+    other.get_app_key(second.req(get())).await.expect("served again");
+
+    let remove = RemoveAppKeyRequest {
+        project_id: project_id.clone(),
+        app_id: app_id.clone(),
+        key_id: key_id.clone(),
+    };
+    first.management().await.remove_app_key(first.req(remove)).await.expect("remove on the first process");
+    let removed_at = std::time::Instant::now();
+    loop {
+        match other.get_app_key(second.req(get())).await {
+            Err(status) if status.code() == Code::NotFound => break,
+            _ if removed_at.elapsed() > std::time::Duration::from_secs(1) => {
+                panic!("the second process still serves the removed key after 1 s")
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+        }
+    }
+    eprintln!("removal seen by the other process after {:?}", removed_at.elapsed());
+    second.stop().await;
+    first.stop().await;
 }

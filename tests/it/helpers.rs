@@ -158,6 +158,15 @@ impl TestServer {
         TestServer { addr: running.addr, running: Some(running), token, db }
     }
 
+    /// A second keymint process on the same database, as a load balancer would run beside the first. Stopping
+    /// it leaves the database to the first.
+    pub async fn start_beside(&self) -> TestServer {
+        let db =
+            FreshDb { dir: tempfile::tempdir().expect("temp dir"), url: self.db.url.clone(), cleanup: None };
+        let running = app::start(&config(&db, Some(self.token.clone()))).await.expect("start second keymint");
+        TestServer { addr: running.addr, running: Some(running), token: self.token.clone(), db }
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -1,0 +1,550 @@
+//! keymint's benchmark: starts keymint in-process on a fresh database, drives it over real gRPC connections, and
+//! prints a table and one JSON line per scenario, with ratios against baselines measured in the same run.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use clap::{Parser, ValueEnum};
+use keymint::{
+    api::pb::keymint::{
+        management::v1::{
+            AddApiAppRequest, AddAppKeyRequest, AddProjectRequest, GetAppKeyRequest, KeyType,
+            ListAppKeysRequest, management_service_client::ManagementServiceClient,
+        },
+        v1::ListQuery,
+    },
+    app::{self, Running},
+    config::{Config, LogFormat},
+    crypto::{
+        keygen::{RsaBits, RsaKeyPair},
+        secret::new_secret,
+    },
+    domain::{AggregateType, Event, events::KeyType as EventKeyType, time::Clock},
+    store::Append,
+};
+use tonic::{Request, metadata::MetadataValue, transport::Channel};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+#[derive(Debug, Parser)]
+#[command(name = "keymint-bench", about = "Measures keymint against baselines taken in the same run")]
+struct Args {
+    /// Which scenarios to run.
+    #[arg(value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Run against PostgreSQL: a server URL on which the benchmark may create (and drop) a database.
+    #[arg(long, env = "KEYMINT_BENCH_POSTGRES_URL")]
+    postgres: Option<String>,
+    /// Seconds for each throughput scenario.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Seconds of sustained key issuance (after the pool has drained).
+    #[arg(long, default_value_t = 20)]
+    sustained_seconds: u64,
+    /// Calls in flight for the read scenarios.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Keys seeded into one application for get-app-key and list-app-keys.
+    #[arg(long, default_value_t = 10_000)]
+    seed_keys: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    All,
+    Keys,
+    Reads,
+}
+
+/// One scenario's figures.
+#[derive(Debug, Clone, Default)]
+struct Figures {
+    name: &'static str,
+    calls: u64,
+    errors: u64,
+    seconds: f64,
+    latencies_us: Vec<u64>,
+    extra: BTreeMap<&'static str, f64>,
+}
+
+impl Figures {
+    fn per_second(&self) -> f64 {
+        if self.seconds > 0.0 { self.calls as f64 / self.seconds } else { 0.0 }
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
+    }
+
+    fn print(&self) {
+        let mut json = serde_json::json!({
+            "scenario": self.name,
+            "calls": self.calls,
+            "errors": self.errors,
+            "seconds": round(self.seconds),
+            "per_second": round(self.per_second()),
+            "p50_ms": round(self.percentile_ms(50.0)),
+            "p99_ms": round(self.percentile_ms(99.0)),
+        });
+        for (key, value) in &self.extra {
+            json[*key] = serde_json::json!(round(*value));
+        }
+        let extras: Vec<String> = self.extra.iter().map(|(k, v)| format!("{k}={v:.3}")).collect();
+        println!(
+            "{:<24} {:>9.1}/s {:>9.2} ms {:>9.2} ms {:>7} {:>5}  {}",
+            self.name,
+            self.per_second(),
+            self.percentile_ms(50.0),
+            self.percentile_ms(99.0),
+            self.calls,
+            self.errors,
+            extras.join(" ")
+        );
+        println!("{json}");
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYMINT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(errors) => {
+            eprintln!("the run had {errors} failed calls: its figures are not comparable");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+async fn run(args: Args) -> BenchResult<u64> {
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let database = Database::create(args.postgres.as_deref()).await?;
+    println!(
+        "keymint-bench: {} cores, {} key workers, database {}",
+        workers,
+        workers,
+        if args.postgres.is_some() { "PostgreSQL" } else { "SQLite" }
+    );
+    println!(
+        "{:<24} {:>11} {:>12} {:>12} {:>7} {:>5}  ratios",
+        "scenario", "throughput", "p50", "p99", "calls", "errs"
+    );
+
+    let mut all = Vec::new();
+    let run_keys = matches!(args.scenario, Scenario::All | Scenario::Keys);
+    let run_reads = matches!(args.scenario, Scenario::All | Scenario::Reads);
+
+    // The baseline for issuance: raw generation on as many threads as the pool has, before keymint starts.
+    let keygen =
+        if run_keys { Some(keygen(workers, Duration::from_secs(args.seconds * 2)).await) } else { None };
+    if let Some(keygen) = &keygen {
+        keygen.print();
+    }
+
+    let token = new_secret("km_bench_")?.to_string();
+    let config = Config {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: database.dir.clone(),
+        database_url: database.url.clone(),
+        log_format: LogFormat::Pretty,
+        node_id: Some(1),
+        max_message_bytes: 1024 * 1024,
+        request_timeout_secs: 30,
+        key_sizes: vec![RsaBits::Rsa2048],
+        default_key_size: RsaBits::Rsa2048,
+        key_pool_size: 32,
+        key_pool_workers: Some(u16::try_from(workers)?),
+        admin_token: Some(token.clone()),
+    };
+    let running = app::start(&config).await?;
+    let channels = connect(&running, 4).await?;
+    let client = ManagementServiceClient::new(channels[0].clone());
+    let target = Target::create(client, &token).await?;
+
+    // The baseline for reads: the cheapest RPC the server has. Every throughput scenario starts with a full key
+    // pool, so that no key generation competes for the cores while it is measured.
+    wait_for_full_pool(&running).await;
+    let health = health(&channels, args.concurrency, Duration::from_secs(args.seconds)).await;
+    health.print();
+
+    if let Some(keygen) = keygen {
+        wait_for_full_pool(&running).await;
+        let burst = burst(&channels, &target, 16).await;
+        burst.print();
+        let mut sustained =
+            sustained(&channels, &target, &running, workers * 4, args.sustained_seconds).await;
+        sustained.extra.insert("ratio_to_keygen", sustained.per_second() / keygen.per_second());
+        sustained.print();
+        all.extend([keygen, burst, sustained]);
+    }
+
+    if run_reads {
+        let key_ids = seed(&running, &target, args.seed_keys).await?;
+        wait_for_full_pool(&running).await;
+        for mut figures in [
+            get_app_key(&channels, &target, &key_ids, args.concurrency, Duration::from_secs(args.seconds))
+                .await,
+            list_app_keys(&channels, &target, args.concurrency, Duration::from_secs(args.seconds)).await,
+        ] {
+            figures.extra.insert("ratio_to_health", figures.per_second() / health.per_second());
+            figures.print();
+            all.push(figures);
+        }
+    }
+    all.push(health);
+
+    running.shutdown().await?;
+    database.drop().await;
+    Ok(all.iter().map(|f| f.errors).sum())
+}
+
+/// The database under test: a fresh SQLite file, or a fresh PostgreSQL database dropped at the end.
+struct Database {
+    dir: PathBuf,
+    url: Option<String>,
+    postgres: Option<(String, String)>,
+}
+
+impl Database {
+    async fn create(postgres: Option<&str>) -> BenchResult<Database> {
+        let dir = std::env::temp_dir().join(format!("keymint-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let Some(server) = postgres else { return Ok(Database { dir, url: None, postgres: None }) };
+        let name = format!("keymint_bench_{}", std::process::id());
+        let admin = sqlx::PgPool::connect(server).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await?;
+        admin.close().await;
+        let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
+        Ok(Database { dir, url: Some(format!("{base}/{name}")), postgres: Some((server.to_owned(), name)) })
+    }
+
+    async fn drop(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some((server, name)) = self.postgres
+            && let Ok(admin) = sqlx::PgPool::connect(&server).await
+        {
+            let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await;
+        }
+    }
+}
+
+async fn connect(running: &Running, n: usize) -> BenchResult<Vec<Channel>> {
+    let mut channels = Vec::with_capacity(n);
+    for _ in 0..n {
+        channels.push(Channel::from_shared(format!("http://{}", running.addr))?.connect().await?);
+    }
+    Ok(channels)
+}
+
+/// The project and app the scenarios write to, and the admin token they call with.
+#[derive(Clone)]
+struct Target {
+    token: MetadataValue<tonic::metadata::Ascii>,
+    project_id: String,
+    app_id: String,
+}
+
+impl Target {
+    async fn create(mut client: ManagementServiceClient<Channel>, token: &str) -> BenchResult<Target> {
+        let token: MetadataValue<_> = format!("Bearer {token}").parse()?;
+        let mut target = Target { token, project_id: String::new(), app_id: String::new() };
+        let project = client.add_project(target.req(AddProjectRequest { name: "bench".into() })).await?;
+        target.project_id = project.into_inner().id;
+        let app = client
+            .add_api_app(
+                target.req(AddApiAppRequest { project_id: target.project_id.clone(), name: "bench".into() }),
+            )
+            .await?;
+        target.app_id = app.into_inner().app_id;
+        Ok(target)
+    }
+
+    fn req<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert("authorization", self.token.clone());
+        request
+    }
+
+    fn add_key(&self) -> Request<AddAppKeyRequest> {
+        self.req(AddAppKeyRequest {
+            project_id: self.project_id.clone(),
+            app_id: self.app_id.clone(),
+            r#type: KeyType::Json as i32,
+            ..AddAppKeyRequest::default()
+        })
+    }
+}
+
+/// Raw RSA-2048 generation with aws-lc-rs on `threads` threads: keys per second, and the time per key.
+async fn keygen(threads: usize, duration: Duration) -> Figures {
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            tokio::task::spawn_blocking(move || {
+                let mut latencies = Vec::new();
+                while started.elapsed() < duration {
+                    let one = Instant::now();
+                    let ok = RsaKeyPair::generate(RsaBits::Rsa2048).is_ok();
+                    latencies.push((one.elapsed().as_micros() as u64, ok));
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut figures = Figures { name: "keygen", ..Figures::default() };
+    for handle in handles {
+        for (us, ok) in handle.await.unwrap_or_default() {
+            figures.calls += u64::from(ok);
+            figures.errors += u64::from(!ok);
+            figures.latencies_us.push(us);
+        }
+    }
+    figures.seconds = started.elapsed().as_secs_f64();
+    figures
+}
+
+async fn wait_for_full_pool(running: &Running) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline && running.key_pool.stats().iter().any(|s| s.depth < s.capacity) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `n` AddAppKey calls at once against a full pool.
+async fn burst(channels: &[Channel], target: &Target, n: usize) -> Figures {
+    let started = Instant::now();
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let mut client = ManagementServiceClient::new(channels[i % channels.len()].clone());
+            let request = target.add_key();
+            tokio::spawn(async move {
+                let one = Instant::now();
+                let ok = client.add_app_key(request).await.is_ok();
+                (one.elapsed().as_micros() as u64, ok)
+            })
+        })
+        .collect();
+    let mut figures = Figures { name: "add-app-key-burst", ..Figures::default() };
+    for call in calls {
+        let (us, ok) = call.await.unwrap_or((0, false));
+        figures.calls += u64::from(ok);
+        figures.errors += u64::from(!ok);
+        figures.latencies_us.push(us);
+    }
+    figures.seconds = started.elapsed().as_secs_f64();
+    figures
+}
+
+/// AddAppKey from `concurrency` callers; measured for `seconds` once the pool has first run dry, so the
+/// figure is the steady state, not the pool's head start.
+async fn sustained(
+    channels: &[Channel],
+    target: &Target,
+    running: &Running,
+    concurrency: usize,
+    seconds: u64,
+) -> Figures {
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let mut client = ManagementServiceClient::new(channels[i % channels.len()].clone());
+            let (measuring, stop, target) = (measuring.clone(), stop.clone(), target.clone());
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let one = Instant::now();
+                    let ok = client.add_app_key(target.add_key()).await.is_ok();
+                    if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                        samples.push((one.elapsed().as_micros() as u64, ok));
+                    }
+                }
+                samples
+            })
+        })
+        .collect();
+    let drained_by = Instant::now() + Duration::from_secs(60);
+    while running.key_pool.stats().iter().any(|s| s.depth > 0) && Instant::now() < drained_by {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let seconds = started.elapsed().as_secs_f64();
+    let mut figures = Figures { name: "add-app-key-sustained", seconds, ..Figures::default() };
+    for worker in workers {
+        for (us, ok) in worker.await.unwrap_or_default() {
+            figures.calls += u64::from(ok);
+            figures.errors += u64::from(!ok);
+            figures.latencies_us.push(us);
+        }
+    }
+    figures
+}
+
+/// Runs `call` from `concurrency` tasks for `duration`; `call(i)` makes the i-th call of a task.
+async fn load<F, Fut>(name: &'static str, concurrency: usize, duration: Duration, call: F) -> Figures
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let call = Arc::new(call);
+    let counter = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|worker| {
+            let (call, counter) = (call.clone(), counter.clone());
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                while started.elapsed() < duration {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let one = Instant::now();
+                    let ok = call(worker, n).await;
+                    samples.push((one.elapsed().as_micros() as u64, ok));
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut figures = Figures { name, ..Figures::default() };
+    for task in tasks {
+        for (us, ok) in task.await.unwrap_or_default() {
+            figures.calls += u64::from(ok);
+            figures.errors += u64::from(!ok);
+            figures.latencies_us.push(us);
+        }
+    }
+    figures.seconds = started.elapsed().as_secs_f64();
+    figures
+}
+
+async fn health(channels: &[Channel], concurrency: usize, duration: Duration) -> Figures {
+    let clients: Vec<_> = channels.iter().map(|c| HealthClient::new(c.clone())).collect();
+    load("health", concurrency, duration, move |worker, _| {
+        let mut client = clients[worker % clients.len()].clone();
+        async move { client.check(HealthCheckRequest { service: String::new() }).await.is_ok() }
+    })
+    .await
+}
+
+/// Writes `n` keys into the target app directly as events (one generated public key for all): the reads measure
+/// the read path, and issuing 10,000 real keys would take minutes of key generation.
+async fn seed(running: &Running, target: &Target, n: usize) -> BenchResult<Vec<String>> {
+    let services = &running.services;
+    let store = services.store();
+    let principal = services.authenticate(target.token.to_str()?.trim_start_matches("Bearer ")).await?;
+    let public_key = RsaKeyPair::generate(RsaBits::Rsa2048)?.public_spki_pem().to_owned();
+    let ids = keymint::domain::ids::IdGenerator::new(2);
+    let clock = keymint::domain::time::SystemClock;
+    let mut key_ids = Vec::with_capacity(n);
+    let mut sequence = store.load(AggregateType::App, &target.app_id).await?.len() as u64;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let events: Vec<Event> = chunk
+            .iter()
+            .map(|_| {
+                let key_id = ids.next_id(clock.now());
+                key_ids.push(key_id.clone());
+                Event::AppKeyAdded {
+                    key_id,
+                    key_type: EventKeyType::Json,
+                    expiration: keymint::domain::Timestamp::NEVER.micros(),
+                    public_key: public_key.clone(),
+                }
+            })
+            .collect();
+        let count = events.len() as u64;
+        store
+            .append(Append {
+                aggregate_type: AggregateType::App,
+                aggregate_id: &target.app_id,
+                resource_owner: &principal.org_id,
+                creator: &principal.id,
+                created_at: clock.now(),
+                expected_sequence: sequence,
+                events,
+            })
+            .await?;
+        sequence += count;
+    }
+    Ok(key_ids)
+}
+
+async fn get_app_key(
+    channels: &[Channel],
+    target: &Target,
+    key_ids: &[String],
+    concurrency: usize,
+    duration: Duration,
+) -> Figures {
+    let clients: Vec<_> = channels.iter().map(|c| ManagementServiceClient::new(c.clone())).collect();
+    let (target, key_ids) = (target.clone(), key_ids.to_vec());
+    load("get-app-key", concurrency, duration, move |worker, n| {
+        let mut client = clients[worker % clients.len()].clone();
+        // Spread the reads over all keys (a multiplicative hash of the call number).
+        let key_id = key_ids[(n.wrapping_mul(2_654_435_761) % key_ids.len() as u64) as usize].clone();
+        let (project_id, app_id) = (target.project_id.clone(), target.app_id.clone());
+        let request = target.req(GetAppKeyRequest { project_id, app_id, key_id });
+        async move { client.get_app_key(request).await.is_ok() }
+    })
+    .await
+}
+
+async fn list_app_keys(
+    channels: &[Channel],
+    target: &Target,
+    concurrency: usize,
+    duration: Duration,
+) -> Figures {
+    let clients: Vec<_> = channels.iter().map(|c| ManagementServiceClient::new(c.clone())).collect();
+    let target = target.clone();
+    load("list-app-keys", concurrency, duration, move |worker, _| {
+        let mut client = clients[worker % clients.len()].clone();
+        let request = target.req(ListAppKeysRequest {
+            query: Some(ListQuery { offset: 0, limit: 100, asc: false }),
+            app_id: target.app_id.clone(),
+            project_id: target.project_id.clone(),
+        });
+        async move {
+            client.list_app_keys(request).await.map(|r| r.into_inner().result.len() == 100).unwrap_or(false)
+        }
+    })
+    .await
+}
