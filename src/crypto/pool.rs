@@ -145,6 +145,7 @@ impl SizePool {
 
 /// A worker: generates keys and hands them to the pool, blocking while it is full, until the pool is dropped.
 fn generate_until_closed(bits: RsaBits, sender: &mpsc::Sender<RsaKeyPair>, counters: &Counters) {
+    yield_to_requests(bits);
     while !sender.is_closed() {
         let started = Instant::now();
         let key = match RsaKeyPair::generate(bits) {
@@ -174,6 +175,27 @@ fn generate_until_closed(bits: RsaBits, sender: &mpsc::Sender<RsaKeyPair>, count
             );
         }
     }
+}
+
+/// Refilling the pool must not slow the requests it serves: on Linux the worker runs under SCHED_IDLE, so it gets
+/// the cores only when nothing else wants them. Requests waiting for a key leave the cores idle, so the workers
+/// still run at full speed when keys are what the load needs.
+fn yield_to_requests(bits: RsaBits) {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        // SCHED_IDLE has one static priority, the policy's minimum.
+        let priority = thread_priority::ThreadPriority::Min;
+        if let Err(e) = set_thread_priority_and_policy(thread_native_id(), priority, idle) {
+            tracing::warn!(bits = bits.bits(), error = ?e, "key generation runs at normal priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = bits;
 }
 
 #[cfg(test)]

@@ -63,6 +63,8 @@ impl PgStore {
                         None => continue,
                     },
                     Ok(None) => Changed::Lost,
+                    // Nobody follows the feed any more (the server stopped): end quietly.
+                    Err(_) if sender.is_closed() => return,
                     Err(e) => {
                         warn!(error = %e, "change feed lost its connection; retrying");
                         tokio::time::sleep(Duration::from_millis(500)).await;
