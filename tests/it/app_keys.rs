@@ -7,9 +7,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use keymint::api::pb::keymint::{
     admin::v1::ListOrgsRequest,
     management::v1::{
-        AddAppKeyResponse, ChangeQuery, GetAppByIdRequest, GetAppKeyRequest, GetProjectByIdRequest, KeyType,
-        ListAppChangesRequest, ListAppKeysRequest, RemoveAppKeyRequest, RemoveAppRequest,
-        RemoveProjectRequest,
+        AddAppKeyRequest, AddAppKeyResponse, ChangeQuery, GetAppByIdRequest, GetAppKeyRequest,
+        GetProjectByIdRequest, KeyType, ListAppChangesRequest, ListAppKeysRequest, RemoveAppKeyRequest,
+        RemoveAppRequest, RemoveProjectRequest,
     },
     v1::ListQuery,
 };
@@ -317,4 +317,32 @@ async fn a_removal_on_one_process_reaches_the_other_within_a_second() {
     eprintln!("removal seen by the other process after {:?}", removed_at.elapsed());
     second.stop().await;
     first.stop().await;
+}
+
+/// A server configured for 2048- and 3072-bit keys issues either, with 2048 as the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_picks_one_of_the_configured_key_sizes() {
+    let fresh = crate::helpers::FreshDb::create(&Db::Sqlite).await;
+    let mut config = crate::helpers::config(&fresh, Some("km_test_admin_token_for_sizes".into()));
+    config.key_sizes =
+        vec![keymint::crypto::keygen::RsaBits::Rsa2048, keymint::crypto::keygen::RsaBits::Rsa3072];
+    let running = keymint::app::start(&config).await.expect("start");
+    let server = TestServer {
+        addr: running.addr,
+        running: Some(running),
+        token: config.admin_token.clone().unwrap_or_default(),
+        db: fresh,
+    };
+    let (project_id, app_id, _) = server.project_and_app("sizes").await;
+    let mut client = server.management().await;
+
+    for (key_size, bits) in [(0, 2048), (2048, 2048), (3072, 3072)] {
+        let request = AddAppKeyRequest { key_size, ..key_request(&project_id, &app_id) };
+        let added = client.add_app_key(server.req(request)).await.expect("add key").into_inner();
+        let file: KeyFile = serde_json::from_slice(&added.key_details).expect("key file");
+        let (_, pkcs1) = pkcs8::der::pem::decode_vec(file.key.as_bytes()).expect("PEM");
+        let pair = KeyPair::from_der(&pkcs1).expect("PKCS#1");
+        assert_eq!(pair.public_modulus_len() * 8, bits, "key_size {key_size}");
+    }
+    server.stop().await;
 }
