@@ -23,6 +23,10 @@ const MIGRATIONS: &[Migration] =
 const CHANNEL: &str = "keymint_changes";
 const NOTIFY: &str = "SELECT pg_notify('keymint_changes', $1)";
 
+/// A rebuild replays events in position order; appends committing meanwhile could land out of that order, so
+/// they wait (reads go on). SHARE ROW EXCLUSIVE conflicts with the ROW EXCLUSIVE lock every INSERT takes.
+const REBUILD_LOCK: &str = "LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE";
+
 /// Serializes migrations of processes that start at the same time (the key is arbitrary but fixed).
 const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(7202604812)";
 
@@ -80,4 +84,4 @@ impl PgStore {
     }
 }
 
-impl_event_store!(PgStore, Postgres, notify: Some(NOTIFY), feed: listen);
+impl_event_store!(PgStore, Postgres, notify: Some(NOTIFY), rebuild_lock: Some(REBUILD_LOCK), feed: listen);

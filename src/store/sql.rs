@@ -131,10 +131,10 @@ pub const RECORD_MIGRATION: &str =
 
 /// Implements `EventStore` for a store struct with `read` and `write` pools of the given sqlx database. `notify`
 /// is a statement run in every append transaction with the changed aggregate as `$1` (`type:id`), so that
-/// other processes learn of the change when it commits; `feed` is the store's inherent method returning its
-/// change feed.
+/// other processes learn of the change when it commits; `rebuild_lock` is a statement that keeps other writers
+/// out while the read models are rebuilt; `feed` is the store's inherent method returning its change feed.
 macro_rules! impl_event_store {
-    ($store:ty, $db:ty, notify: $notify:expr, feed: $feed:ident) => {
+    ($store:ty, $db:ty, notify: $notify:expr, rebuild_lock: $rebuild_lock:expr, feed: $feed:ident) => {
         impl $store {
             /// Applies one recorded event to the read models on the given connection.
             async fn project(
@@ -513,6 +513,10 @@ macro_rules! impl_event_store {
                 use $crate::store::{projections::TABLES, sql};
                 const BATCH: i64 = 1_000;
                 let mut tx = self.write.begin().await?;
+                let rebuild_lock: Option<&'static str> = $rebuild_lock;
+                if let Some(lock) = rebuild_lock {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
                 for table in TABLES {
                     let delete = format!("DELETE FROM {table}");
                     sqlx::query(sqlx::AssertSqlSafe(delete)).execute(&mut *tx).await?;
