@@ -1,6 +1,7 @@
 //! Key material: RSA key generation and PEM encoding, the application key file, and bearer secrets with their
 //! hashes. CPU-heavy work here is synchronous; callers run it on blocking threads.
 
+pub mod api_key_secret;
 pub mod key_file;
 pub mod keygen;
 pub mod pool;

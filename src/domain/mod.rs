@@ -2,12 +2,14 @@
 
 pub mod aggregate;
 pub mod app;
+pub mod cidr;
 pub mod error;
 pub mod events;
 pub mod ids;
 pub mod org;
 pub mod principal;
 pub mod project;
+pub mod rate_limit;
 pub mod time;
 pub mod validate;
 

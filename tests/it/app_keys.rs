@@ -323,7 +323,7 @@ async fn a_removal_on_one_process_reaches_the_other_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_picks_one_of_the_configured_key_sizes() {
     let fresh = crate::helpers::FreshDb::create(&Db::Sqlite).await;
-    let mut config = crate::helpers::config(&fresh, Some("km_test_admin_token_for_sizes".into()));
+    let mut config = crate::helpers::config(&fresh, Some("km_admin_token_for_the_sizes_test".into()));
     config.key_sizes =
         vec![keymint::crypto::keygen::RsaBits::Rsa2048, keymint::crypto::keygen::RsaBits::Rsa3072];
     let running = keymint::app::start(&config).await.expect("start");

@@ -153,7 +153,7 @@ pub fn config(db: &FreshDb, admin_token: Option<String>) -> Config {
 impl TestServer {
     pub async fn start(db: Db) -> TestServer {
         let db = FreshDb::create(&db).await;
-        let token = new_secret("km_test_admin_").expect("rng").to_string();
+        let token = new_secret("km_admin_").expect("rng").to_string();
         let running = app::start(&config(&db, Some(token.clone()))).await.expect("start keymint");
         TestServer { addr: running.addr, running: Some(running), token, db }
     }
