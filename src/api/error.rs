@@ -60,7 +60,7 @@ fn with_reason(code: Code, message: impl Into<String>, reason: &str) -> Status {
     )
 }
 
-/// Lets handlers write `service_call().await.map_err(status)?` as `…await.map_err(to_status)?` with `?` alone.
+/// Lets handlers turn any service-layer error into its status with `.or_status()?`.
 pub trait IntoStatus<T> {
     fn or_status(self) -> Result<T, Status>;
 }

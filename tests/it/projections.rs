@@ -106,6 +106,7 @@ async fn dump_every_table(url: Option<&str>, data_dir: &std::path::Path) -> Stri
                 let rows: Vec<String> =
                     sqlx::query_scalar(sqlx::AssertSqlSafe(rows)).fetch_all(&mut conn).await.expect("rows");
                 dump.push_str(&rows.join("\n"));
+                dump.push('\n');
             }
         }
         None => {
@@ -130,13 +131,15 @@ async fn dump_every_table(url: Option<&str>, data_dir: &std::path::Path) -> Stri
                     "SELECT {} FROM {table}",
                     columns
                         .iter()
-                        .map(|c| format!("CAST({c} AS TEXT)"))
+                        // A NULL would make the whole concatenation NULL and hide the row from the scan.
+                        .map(|c| format!("COALESCE(CAST({c} AS TEXT), '')"))
                         .collect::<Vec<_>>()
                         .join(" || '|' || ")
                 );
-                let rows: Vec<Option<String>> =
+                let rows: Vec<String> =
                     sqlx::query_scalar(sqlx::AssertSqlSafe(select)).fetch_all(&mut conn).await.expect("rows");
-                dump.push_str(&rows.into_iter().flatten().collect::<Vec<_>>().join("\n"));
+                dump.push_str(&rows.join("\n"));
+                dump.push('\n');
             }
         }
     }
