@@ -3,8 +3,12 @@
 
 use std::{env, fs, path::PathBuf};
 
-const PROTOS: &[&str] =
-    &["keymint/v1/object.proto", "keymint/admin/v1/admin.proto", "keymint/management/v1/management.proto"];
+const PROTOS: &[&str] = &[
+    "keymint/v1/object.proto",
+    "keymint/admin/v1/admin.proto",
+    "keymint/management/v1/management.proto",
+    "keymint/apikeys/v1/apikeys.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

@@ -38,36 +38,8 @@ const DISPLAY_BODY_CHARS: usize = 4;
 /// Characters of the secret shown as its end in lists.
 const LAST_CHARS: usize = 4;
 
-/// Whether a key works against live data or is for tests; the prefix says so, so a leaked test key is told
-/// apart from a live one at a glance and by scanners.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Environment {
-    /// Production use.
-    Live,
-    /// Development and tests.
-    Test,
-}
-
-impl Environment {
-    /// Both environments, for checking a prefix against each.
-    const ALL: [Environment; 2] = [Environment::Live, Environment::Test];
-
-    /// The start of every secret of this environment: `km_live_` or `km_test_`.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Environment::Live => "km_live_",
-            Environment::Test => "km_test_",
-        }
-    }
-
-    /// The environment's name as the API and the store spell it: `live` or `test`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Environment::Live => "live",
-            Environment::Test => "test",
-        }
-    }
-}
+// The environment is the domain's: the prefix a secret starts with is the key's environment.
+pub use crate::domain::api_key::Environment;
 
 /// What a well-formed secret says about itself; nothing here is secret, so it may be stored, shown and logged.
 #[derive(Debug, Clone, PartialEq, Eq)]

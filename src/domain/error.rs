@@ -43,6 +43,10 @@ impl DomainError {
         DomainError::AlreadyExists { reason, message: message.into() }
     }
 
+    pub fn failed_precondition(reason: &'static str, message: impl Into<String>) -> Self {
+        DomainError::FailedPrecondition { reason, message: message.into() }
+    }
+
     pub fn permission_denied(reason: &'static str, message: impl Into<String>) -> Self {
         DomainError::PermissionDenied { reason, message: message.into() }
     }

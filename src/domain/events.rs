@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::api_key::{Origin, SecretRef, Settings};
+
 /// The kinds of aggregates, as the `events.aggregate_type` column names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AggregateType {
@@ -9,6 +11,7 @@ pub enum AggregateType {
     Project,
     App,
     Credential,
+    ApiKey,
 }
 
 impl AggregateType {
@@ -18,6 +21,7 @@ impl AggregateType {
             AggregateType::Project => "project",
             AggregateType::App => "app",
             AggregateType::Credential => "credential",
+            AggregateType::ApiKey => "apikey",
         }
     }
 }
@@ -86,12 +90,55 @@ pub enum Event {
         token_hash: String,
         role: CredentialRole,
     },
+    ApiKeyCreated {
+        origin: Origin,
+        settings: Settings,
+        secret: SecretRef,
+    },
+    ApiKeyUpdated {
+        /// The fields the update named that changed, for the audit trail.
+        changed: Vec<String>,
+        /// The settings after the update: all of them, so that applying the event needs no earlier state.
+        settings: Settings,
+    },
+    ApiKeyRolled {
+        secret: SecretRef,
+        /// When the previous secret stops working, in microseconds since the Unix epoch.
+        old_secret_expires_at: i64,
+    },
+    /// Revoked for good; the record stays.
+    ApiKeyDeleted,
 }
 
 // The stored JSON of each event, one struct per event type; field names are part of the stored format.
 mod payload {
-    use super::{CredentialRole, KeyType};
+    use super::{CredentialRole, KeyType, Origin, SecretRef, Settings};
     use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct ApiKeyCreated {
+        #[serde(flatten)]
+        pub origin: Origin,
+        #[serde(flatten)]
+        pub settings: Settings,
+        #[serde(flatten)]
+        pub secret: SecretRef,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct ApiKeyUpdated {
+        pub changed: Vec<String>,
+        #[serde(flatten)]
+        pub settings: Settings,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ApiKeyRolled {
+        #[serde(flatten)]
+        pub secret: SecretRef,
+        pub old_secret_expires_micros: i64,
+    }
 
     #[derive(Serialize, Deserialize)]
     pub struct Named {
@@ -162,6 +209,10 @@ impl Event {
             Event::AppKeyRemoved { .. } => "app.key.removed",
             Event::AppRemoved { .. } => "app.removed",
             Event::CredentialAdded { .. } => "credential.added",
+            Event::ApiKeyCreated { .. } => "apikey.created",
+            Event::ApiKeyUpdated { .. } => "apikey.updated",
+            Event::ApiKeyRolled { .. } => "apikey.rolled",
+            Event::ApiKeyDeleted => "apikey.deleted",
         }
     }
 
@@ -171,7 +222,7 @@ impl Event {
             Event::OrgAdded { name } | Event::ProjectAdded { name } => {
                 serde_json::to_string(&payload::Named { name })
             }
-            Event::ProjectRemoved => serde_json::to_string(&payload::Empty {}),
+            Event::ProjectRemoved | Event::ApiKeyDeleted => serde_json::to_string(&payload::Empty {}),
             Event::AppAdded { project_id, name, client_id } => {
                 serde_json::to_string(&payload::AppAdded { project_id, name, client_id })
             }
@@ -187,6 +238,18 @@ impl Event {
             Event::AppRemoved { project_id } => serde_json::to_string(&payload::ProjectRef { project_id }),
             Event::CredentialAdded { token_hash, role } => {
                 serde_json::to_string(&payload::CredentialAdded { token_hash, role })
+            }
+            Event::ApiKeyCreated { origin, settings, secret } => {
+                serde_json::to_string(&payload::ApiKeyCreated { origin, settings, secret })
+            }
+            Event::ApiKeyUpdated { changed, settings } => {
+                serde_json::to_string(&payload::ApiKeyUpdated { changed, settings })
+            }
+            Event::ApiKeyRolled { secret, old_secret_expires_at } => {
+                serde_json::to_string(&payload::ApiKeyRolled {
+                    secret,
+                    old_secret_expires_micros: old_secret_expires_at,
+                })
             }
         };
         // Serializing these plain structs to a String cannot fail.
@@ -221,6 +284,18 @@ impl Event {
             }
             "credential.added" => parse::<payload::CredentialAdded>(payload)
                 .map(|p| Event::CredentialAdded { token_hash: p.token_hash, role: p.role }),
+            "apikey.created" => parse::<payload::ApiKeyCreated>(payload).map(|p| Event::ApiKeyCreated {
+                origin: p.origin,
+                settings: p.settings,
+                secret: p.secret,
+            }),
+            "apikey.updated" => parse::<payload::ApiKeyUpdated>(payload)
+                .map(|p| Event::ApiKeyUpdated { changed: p.changed, settings: p.settings }),
+            "apikey.rolled" => parse::<payload::ApiKeyRolled>(payload).map(|p| Event::ApiKeyRolled {
+                secret: p.secret,
+                old_secret_expires_at: p.old_secret_expires_micros,
+            }),
+            "apikey.deleted" => parse::<payload::Empty>(payload).map(|_| Event::ApiKeyDeleted),
             _ => Err("unknown event type".to_owned()),
         };
         decoded.map_err(|cause| DecodeError { event_type: event_type.to_owned(), version, cause })
@@ -247,6 +322,37 @@ mod tests {
             Event::AppKeyRemoved { key_id: "3".into() },
             Event::AppRemoved { project_id: "1".into() },
             Event::CredentialAdded { token_hash: "ab".into(), role: CredentialRole::InstanceAdmin },
+            Event::ApiKeyCreated {
+                origin: crate::domain::api_key::Origin {
+                    app_id: Some("7".into()),
+                    expires_at: Some(99),
+                    time_offset_micros: -5,
+                    ..Default::default()
+                },
+                settings: Settings {
+                    title: "ci".into(),
+                    scopes: vec!["keys:read".into()],
+                    rate_limit: Some(crate::domain::rate_limit::RateLimit { per_second: 5, burst: 10 }),
+                    daily_quota: Some(100),
+                    metadata: [("team".to_owned(), "a".to_owned())].into(),
+                    api_version: Some("2026-11-25".into()),
+                    ..Default::default()
+                },
+                secret: SecretRef {
+                    secret_hash: "h".into(),
+                    prefix: "km_live_abcd".into(),
+                    last_four: "wxyz".into(),
+                },
+            },
+            Event::ApiKeyUpdated {
+                changed: vec!["title".into()],
+                settings: Settings { title: "t".into(), ..Default::default() },
+            },
+            Event::ApiKeyRolled {
+                secret: SecretRef { secret_hash: "h2".into(), prefix: "p".into(), last_four: "l".into() },
+                old_secret_expires_at: 12,
+            },
+            Event::ApiKeyDeleted,
         ];
         for event in events {
             let decoded = Event::decode(event.event_type(), Event::VERSION, &event.to_payload());

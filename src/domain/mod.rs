@@ -1,6 +1,7 @@
 //! The domain: aggregates, their events and rules. Pure: no I/O, no clock, no randomness of its own.
 
 pub mod aggregate;
+pub mod api_key;
 pub mod app;
 pub mod cidr;
 pub mod error;

@@ -19,6 +19,52 @@ pub enum Grant {
     InstanceAdmin,
     /// Everything within its own organization.
     Org,
+    /// What these scopes allow, within its own organization: an API key's grant.
+    Scoped(Vec<String>),
+}
+
+/// keymint's own scopes: each RPC requires one. Other `resource:action` strings on a key are the integrator's,
+/// checked by VerifyApiKey for their own APIs and meaningless to keymint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    OrgsAdmin,
+    ProjectsRead,
+    ProjectsWrite,
+    KeysRead,
+    KeysWrite,
+    ApiKeysRead,
+    ApiKeysWrite,
+    ApiKeysVerify,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 8] = [
+        Scope::OrgsAdmin,
+        Scope::ProjectsRead,
+        Scope::ProjectsWrite,
+        Scope::KeysRead,
+        Scope::KeysWrite,
+        Scope::ApiKeysRead,
+        Scope::ApiKeysWrite,
+        Scope::ApiKeysVerify,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::OrgsAdmin => "orgs:admin",
+            Scope::ProjectsRead => "projects:read",
+            Scope::ProjectsWrite => "projects:write",
+            Scope::KeysRead => "keys:read",
+            Scope::KeysWrite => "keys:write",
+            Scope::ApiKeysRead => "apikeys:read",
+            Scope::ApiKeysWrite => "apikeys:write",
+            Scope::ApiKeysVerify => "apikeys:verify",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == s)
+    }
 }
 
 impl From<CredentialRole> for Grant {
@@ -43,6 +89,43 @@ impl Principal {
             Some(org) => Err(DomainError::permission_denied(
                 "ORG_NOT_ALLOWED",
                 format!("this credential may not act in organization {org}"),
+            )),
+        }
+    }
+
+    pub fn has(&self, scope: Scope) -> bool {
+        match &self.grant {
+            Grant::InstanceAdmin | Grant::Org => true,
+            Grant::Scoped(scopes) => scopes.iter().any(|s| s == scope.as_str()),
+        }
+    }
+
+    /// Refuses a call the principal's scopes do not cover, naming the scope it needs.
+    pub fn require(&self, scope: Scope) -> Result<(), DomainError> {
+        if self.has(scope) {
+            Ok(())
+        } else {
+            Err(DomainError::permission_denied(
+                "MISSING_SCOPE",
+                format!(
+                    "this call needs the scope `{}`, which this credential does not have",
+                    scope.as_str()
+                ),
+            ))
+        }
+    }
+
+    /// Refuses to hand out keymint scopes the principal does not hold itself, so that a key cannot mint a
+    /// stronger key. Scopes that are not keymint's are the integrator's to define and pass freely.
+    pub fn may_grant(&self, scopes: &[String]) -> Result<(), DomainError> {
+        match scopes.iter().filter_map(|s| Scope::parse(s)).find(|scope| !self.has(*scope)) {
+            None => Ok(()),
+            Some(scope) => Err(DomainError::permission_denied(
+                "SCOPE_NOT_GRANTABLE",
+                format!(
+                    "this credential cannot grant `{}`: it does not have that scope itself",
+                    scope.as_str()
+                ),
             )),
         }
     }
@@ -81,5 +164,22 @@ mod tests {
             Err(DomainError::PermissionDenied { reason: "ORG_NOT_ALLOWED", .. })
         ));
         assert!(principal(Grant::Org).require_instance_admin().is_err());
+    }
+
+    #[test]
+    fn scoped_principals_need_each_scope_and_grant_only_their_own() {
+        let key = principal(Grant::Scoped(vec!["keys:read".into(), "apikeys:write".into()]));
+        assert!(key.require(Scope::KeysRead).is_ok());
+        let refused = key.require(Scope::KeysWrite);
+        assert!(matches!(&refused, Err(DomainError::PermissionDenied { reason: "MISSING_SCOPE", message })
+            if message.contains("`keys:write`")));
+        assert!(key.may_grant(&["keys:read".into(), "billing:read".into()]).is_ok());
+        assert!(matches!(
+            key.may_grant(&["orgs:admin".into()]),
+            Err(DomainError::PermissionDenied { reason: "SCOPE_NOT_GRANTABLE", .. })
+        ));
+        let admin = principal(Grant::InstanceAdmin);
+        assert!(Scope::ALL.iter().all(|s| admin.has(*s)) && admin.may_grant(&["orgs:admin".into()]).is_ok());
+        assert!(Scope::ALL.iter().all(|s| Scope::parse(s.as_str()) == Some(*s)));
     }
 }

@@ -25,7 +25,8 @@ const PARTS_PER_TOKEN: u64 = 1_000_000;
 /// A key's token bucket: `burst` is the bucket's size (how many calls may come at once after a quiet period),
 /// `per_second` the rate at which it refills (the sustained rate). The two are independent: a burst smaller
 /// than the rate is allowed and smooths traffic more than the rate alone would.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RateLimit {
     pub per_second: u32,
     pub burst: u32,

@@ -152,6 +152,97 @@ pub struct CredentialRow {
     pub role: String,
 }
 
+/// An API key as the read model holds it, with its usage. `origin` and `settings` are the JSON of
+/// `domain::api_key::{Origin, Settings}`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ApiKeyRow {
+    pub id: String,
+    /// Empty when the key belongs to no application.
+    pub app_id: String,
+    pub environment: String,
+    pub status: String,
+    pub prefix: String,
+    pub last_four: String,
+    pub origin: String,
+    pub settings: String,
+    pub created_by: String,
+    pub deleted_at: Option<i64>,
+    #[sqlx(flatten)]
+    pub details: RowDetails,
+    #[sqlx(flatten)]
+    pub usage: UsageRow,
+}
+
+/// A key's usage as last flushed (zeros before the first flush).
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct UsageRow {
+    pub total_requests: i64,
+    pub total_denied: i64,
+    /// 0 = never used.
+    pub last_used_at: i64,
+    /// The UTC day (days since the epoch) `quota_count` counts.
+    pub quota_day: i64,
+    pub quota_count: i64,
+}
+
+/// The key a secret belongs to, and when that secret stops working (None: it is the key's current secret).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SecretMatch {
+    #[sqlx(flatten)]
+    pub key: ApiKeyRow,
+    pub secret_expires_at: Option<i64>,
+}
+
+/// Where a page of API keys starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiKeyCursor {
+    /// The newest keys.
+    None,
+    /// Keys older than this one (the next page).
+    After(String),
+    /// Keys newer than this one (the previous page).
+    Before(String),
+}
+
+/// A page of an organization's API keys, newest first.
+#[derive(Debug, Clone)]
+pub struct ApiKeyQuery {
+    pub limit: u32,
+    pub cursor: ApiKeyCursor,
+    /// One status, or None for every key that is not revoked.
+    pub status: Option<&'static str>,
+    pub app_id: Option<String>,
+    pub environment: Option<&'static str>,
+}
+
+impl ApiKeyQuery {
+    /// The equality filters as (column, value).
+    fn filters(&self) -> Vec<(&'static str, &str)> {
+        let mut filters = Vec::with_capacity(3);
+        if let Some(status) = self.status {
+            filters.push(("status", status));
+        }
+        if let Some(app_id) = &self.app_id {
+            filters.push(("app_id", app_id.as_str()));
+        }
+        if let Some(environment) = self.environment {
+            filters.push(("environment", environment));
+        }
+        filters
+    }
+}
+
+/// Usage of one key since the last flush.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageDelta {
+    pub key_id: String,
+    pub requests: u64,
+    pub denied: u64,
+    pub last_used_at: i64,
+    pub quota_day: i64,
+    pub quota_used: u64,
+}
+
 /// What a change feed reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Changed {
@@ -211,6 +302,16 @@ pub trait EventStore: Send + Sync + 'static {
     /// The SubjectPublicKeyInfo PEM of a live application key: what verifies tokens signed with it.
     async fn public_key(&self, app_id: &str, key_id: &str) -> Result<Option<String>>;
     async fn credential(&self, token_hash: &str) -> Result<Option<CredentialRow>>;
+    /// Whether a live application with this ID belongs to the organization.
+    async fn app_in_org(&self, org_id: &str, app_id: &str) -> Result<bool>;
+
+    async fn api_key(&self, org_id: &str, id: &str) -> Result<Option<ApiKeyRow>>;
+    /// Up to `query.limit` keys, newest first, after or before the cursor.
+    async fn api_keys(&self, org_id: &str, query: &ApiKeyQuery) -> Result<Vec<ApiKeyRow>>;
+    /// The key a secret's SHA-256 belongs to, current or rolled.
+    async fn api_key_by_secret(&self, secret_hash: &str) -> Result<Option<SecretMatch>>;
+    /// Adds a batch of usage to the keys' counters, in one transaction.
+    async fn record_usage(&self, usage: &[UsageDelta]) -> Result<()>;
 
     /// Changes committed by other processes sharing the database, as they commit; None when no other process can
     /// write (SQLite). Read caches follow it.

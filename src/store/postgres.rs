@@ -16,8 +16,13 @@ use super::{
     sql::impl_event_store,
 };
 
-const MIGRATIONS: &[Migration] =
-    migrations!("postgres", (1, "0001_events"), (2, "0002_projections"), (3, "0003_app_keys_covering_index"));
+const MIGRATIONS: &[Migration] = migrations!(
+    "postgres",
+    (1, "0001_events"),
+    (2, "0002_projections"),
+    (3, "0003_app_keys_covering_index"),
+    (4, "0004_api_keys")
+);
 
 /// The channel appends notify on, with the changed aggregate (`type:id`) as payload; delivered at commit.
 const CHANNEL: &str = "keymint_changes";

@@ -6,7 +6,8 @@ use crate::domain::{Event, events::KeyType};
 use super::{RecordedEvent, StoreError};
 
 /// The read-model tables, in the order a rebuild empties and a snapshot reads them.
-pub const TABLES: &[&str] = &["orgs", "projects", "apps", "app_keys", "credentials"];
+pub const TABLES: &[&str] =
+    &["orgs", "projects", "apps", "app_keys", "credentials", "api_keys", "api_key_secrets"];
 
 /// One change to the read models. Every change also carries the event's aggregate ID, sequence and time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +42,30 @@ pub enum Change {
         token_hash: String,
         role: String,
     },
+    /// Inserts the key with its first secret; `origin` and `settings` are JSON.
+    InsertApiKey {
+        app_id: String,
+        environment: &'static str,
+        status: &'static str,
+        prefix: String,
+        last_four: String,
+        secret_hash: String,
+        origin: String,
+        settings: String,
+    },
+    UpdateApiKey {
+        status: &'static str,
+        settings: String,
+    },
+    /// Ends the current secret at `old_expires_at` and adds the new one.
+    RollApiKey {
+        secret_hash: String,
+        prefix: String,
+        last_four: String,
+        old_expires_at: i64,
+    },
+    /// Marks the key revoked, with the event's time as `deleted_at`.
+    RevokeApiKey,
 }
 
 /// The changes one stored event makes.
@@ -66,8 +91,33 @@ pub fn changes_of(recorded: &RecordedEvent) -> Result<Vec<Change>, StoreError> {
         Event::CredentialAdded { token_hash, role } => {
             vec![Change::InsertCredential { token_hash, role: role.as_str().to_owned() }]
         }
+        Event::ApiKeyCreated { origin, settings, secret } => vec![Change::InsertApiKey {
+            app_id: origin.app_id.clone().unwrap_or_default(),
+            environment: origin.environment.as_str(),
+            status: settings.status.as_str(),
+            prefix: secret.prefix,
+            last_four: secret.last_four,
+            secret_hash: secret.secret_hash,
+            origin: json(&origin),
+            settings: json(&settings),
+        }],
+        Event::ApiKeyUpdated { settings, .. } => {
+            vec![Change::UpdateApiKey { status: settings.status.as_str(), settings: json(&settings) }]
+        }
+        Event::ApiKeyRolled { secret, old_secret_expires_at } => vec![Change::RollApiKey {
+            secret_hash: secret.secret_hash,
+            prefix: secret.prefix,
+            last_four: secret.last_four,
+            old_expires_at: old_secret_expires_at,
+        }],
+        Event::ApiKeyDeleted => vec![Change::RevokeApiKey],
     };
     Ok(changes)
+}
+
+/// Plain serde structs always serialize.
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// Key types as the read model stores them: the API's enum numbers.

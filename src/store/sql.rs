@@ -51,6 +51,19 @@ pub const INSERT_APP_KEY: &str = "INSERT INTO app_keys \
 pub const DELETE_APP_KEY: &str = "DELETE FROM app_keys WHERE app_id = $1 AND id = $2";
 pub const DELETE_APP: [&str; 2] =
     ["DELETE FROM app_keys WHERE app_id = $1", "DELETE FROM apps WHERE id = $1"];
+pub const INSERT_API_KEY: &str = "INSERT INTO api_keys \
+    (id, org_id, app_id, environment, status, prefix, last_four, origin, settings, created_by, sequence, \
+    created_at, changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)";
+pub const INSERT_API_KEY_SECRET: &str =
+    "INSERT INTO api_key_secrets (secret_hash, key_id, expires_at) VALUES ($2, $1, NULL)";
+pub const UPDATE_API_KEY: &str =
+    "UPDATE api_keys SET status = $2, settings = $3, sequence = $4, changed_at = $5 WHERE id = $1";
+pub const END_API_KEY_SECRET: &str =
+    "UPDATE api_key_secrets SET expires_at = $2 WHERE key_id = $1 AND expires_at IS NULL";
+pub const ROLL_API_KEY: &str =
+    "UPDATE api_keys SET prefix = $2, last_four = $3, sequence = $4, changed_at = $5 WHERE id = $1";
+pub const REVOKE_API_KEY: &str = "UPDATE api_keys SET status = 'revoked', deleted_at = $2, sequence = $3, \
+    changed_at = $2 WHERE id = $1";
 pub const INSERT_CREDENTIAL: &str = "INSERT INTO credentials (id, org_id, token_hash, role, created_at) \
     VALUES ($1, $2, $3, $4, $5)";
 
@@ -80,6 +93,75 @@ pub const PUBLIC_KEY: &str = "SELECT public_key FROM app_keys WHERE app_id = $1 
 pub const COUNT_APP_KEYS: &str =
     "SELECT COUNT(*) FROM app_keys WHERE org_id = $1 AND project_id = $2 AND app_id = $3";
 pub const CREDENTIAL: &str = "SELECT id, org_id, role FROM credentials WHERE token_hash = $1";
+pub const APP_IN_ORG: &str = "SELECT COUNT(*) FROM apps WHERE org_id = $1 AND id = $2";
+
+// API keys with their usage (zero until the first flush).
+macro_rules! select_api_keys {
+    ($from:literal, $tail:literal) => {
+        concat!(
+            "SELECT k.id, k.org_id, k.app_id, k.environment, k.status, k.prefix, k.last_four, k.origin, ",
+            "k.settings, k.created_by, k.deleted_at, k.sequence, k.created_at, k.changed_at, ",
+            "COALESCE(u.total_requests, 0) AS total_requests, COALESCE(u.total_denied, 0) AS total_denied, ",
+            "COALESCE(u.last_used_at, 0) AS last_used_at, COALESCE(u.quota_day, 0) AS quota_day, ",
+            "COALESCE(u.quota_count, 0) AS quota_count",
+            $from,
+            " LEFT JOIN api_key_usage u ON u.key_id = k.id ",
+            $tail
+        )
+    };
+}
+pub const API_KEY: &str = select_api_keys!(" FROM api_keys k", "WHERE k.org_id = $1 AND k.id = $2");
+pub const API_KEY_BY_SECRET: &str = concat!(
+    select_api_keys!(
+        ", s.expires_at AS secret_expires_at FROM api_key_secrets s JOIN api_keys k ON k.id = s.key_id",
+        ""
+    ),
+    "WHERE s.secret_hash = $1"
+);
+const API_KEYS: &str = select_api_keys!(" FROM api_keys k", "WHERE k.org_id = $1");
+
+/// A page of API keys: `$1` the organization, then the filter's values in the order `filters` lists them, then
+/// the cursor, then the limit. Without a status filter, revoked keys are left out. Newest first; `ending_before` reads oldest first and the caller reverses.
+pub fn list_api_keys(filters: &[&str], cursor: Option<bool>) -> String {
+    let mut query = String::from(API_KEYS);
+    let mut n = 1;
+    if !filters.contains(&"status") {
+        query.push_str(" AND k.status <> 'revoked'");
+    }
+    for column in filters {
+        n += 1;
+        query.push_str(&format!(" AND k.{column} = ${n}"));
+    }
+    let order = match cursor {
+        None => "DESC",
+        Some(after) => {
+            n += 1;
+            let (cmp, order) = if after { ("<", "DESC") } else { (">", "ASC") };
+            query.push_str(&format!(
+                " AND (k.created_at, k.id) {cmp} (SELECT created_at, id FROM api_keys WHERE id = ${n})"
+            ));
+            order
+        }
+    };
+    query.push_str(&format!(" ORDER BY k.created_at {order}, k.id {order} LIMIT ${}", n + 1));
+    query
+}
+
+/// Adds a batch of usage to a key's counters; a quota count belongs to its UTC day, and a later day replaces
+/// an earlier one's count (right-hand sides read the row as it was, on both databases).
+pub const RECORD_USAGE: &str = "INSERT INTO api_key_usage \
+    (key_id, total_requests, total_denied, last_used_at, quota_day, quota_count) VALUES ($1, $2, $3, $4, $5, $6) \
+    ON CONFLICT (key_id) DO UPDATE SET \
+    total_requests = api_key_usage.total_requests + excluded.total_requests, \
+    total_denied = api_key_usage.total_denied + excluded.total_denied, \
+    last_used_at = CASE WHEN excluded.last_used_at > api_key_usage.last_used_at \
+        THEN excluded.last_used_at ELSE api_key_usage.last_used_at END, \
+    quota_count = CASE WHEN excluded.quota_day = api_key_usage.quota_day \
+        THEN api_key_usage.quota_count + excluded.quota_count \
+        WHEN excluded.quota_day > api_key_usage.quota_day THEN excluded.quota_count \
+        ELSE api_key_usage.quota_count END, \
+    quota_day = CASE WHEN excluded.quota_day > api_key_usage.quota_day \
+        THEN excluded.quota_day ELSE api_key_usage.quota_day END";
 
 /// A page of a list query: `LIMIT $n OFFSET $n+1` after the filter's own parameters.
 pub fn list(columns: &str, table: &str, filter: &str, asc: bool) -> String {
@@ -110,7 +192,7 @@ pub fn list_app_keys(asc: bool) -> String {
 }
 
 /// Every row of each read model as one line of text, for comparing live and rebuilt models.
-pub const SNAPSHOT: [&str; 5] = [
+pub const SNAPSHOT: [&str; 7] = [
     "SELECT id || '|' || name || '|' || sequence || '|' || created_at || '|' || changed_at \
      FROM orgs ORDER BY id",
     "SELECT id || '|' || org_id || '|' || name || '|' || sequence || '|' || created_at || '|' || changed_at \
@@ -121,6 +203,11 @@ pub const SNAPSHOT: [&str; 5] = [
      || '|' || public_key || '|' || sequence || '|' || created_at || '|' || changed_at FROM app_keys ORDER BY id",
     "SELECT id || '|' || org_id || '|' || token_hash || '|' || role || '|' || created_at \
      FROM credentials ORDER BY id",
+    "SELECT id || '|' || org_id || '|' || app_id || '|' || environment || '|' || status || '|' || prefix || '|' \
+     || last_four || '|' || origin || '|' || settings || '|' || created_by || '|' || COALESCE(deleted_at, 0) \
+     || '|' || sequence || '|' || created_at || '|' || changed_at FROM api_keys ORDER BY id",
+    "SELECT secret_hash || '|' || key_id || '|' || COALESCE(expires_at, 0) FROM api_key_secrets \
+     ORDER BY secret_hash",
 ];
 
 pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
@@ -213,6 +300,75 @@ macro_rules! impl_event_store {
                             for statement in sql::DELETE_APP {
                                 sqlx::query(statement).bind(id).execute(&mut *conn).await?;
                             }
+                        }
+                        Change::InsertApiKey {
+                            app_id,
+                            environment,
+                            status,
+                            prefix,
+                            last_four,
+                            secret_hash,
+                            origin,
+                            settings,
+                        } => {
+                            sqlx::query(sql::INSERT_API_KEY)
+                                .bind(id)
+                                .bind(owner)
+                                .bind(app_id)
+                                .bind(environment)
+                                .bind(status)
+                                .bind(prefix)
+                                .bind(last_four)
+                                .bind(origin)
+                                .bind(settings)
+                                .bind(event.creator.as_str())
+                                .bind(seq)
+                                .bind(at)
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query(sql::INSERT_API_KEY_SECRET)
+                                .bind(id)
+                                .bind(secret_hash)
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                        Change::UpdateApiKey { status, settings } => {
+                            sqlx::query(sql::UPDATE_API_KEY)
+                                .bind(id)
+                                .bind(status)
+                                .bind(settings)
+                                .bind(seq)
+                                .bind(at)
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                        Change::RollApiKey { secret_hash, prefix, last_four, old_expires_at } => {
+                            sqlx::query(sql::END_API_KEY_SECRET)
+                                .bind(id)
+                                .bind(old_expires_at)
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query(sql::INSERT_API_KEY_SECRET)
+                                .bind(id)
+                                .bind(secret_hash)
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query(sql::ROLL_API_KEY)
+                                .bind(id)
+                                .bind(prefix)
+                                .bind(last_four)
+                                .bind(seq)
+                                .bind(at)
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                        Change::RevokeApiKey => {
+                            sqlx::query(sql::REVOKE_API_KEY)
+                                .bind(id)
+                                .bind(at)
+                                .bind(seq)
+                                .execute(&mut *conn)
+                                .await?;
                         }
                         Change::InsertCredential { token_hash, role } => {
                             sqlx::query(sql::INSERT_CREDENTIAL)
@@ -503,6 +659,84 @@ macro_rules! impl_event_store {
                     .bind(token_hash)
                     .fetch_optional(&self.read)
                     .await?)
+            }
+
+            async fn app_in_org(&self, org_id: &str, app_id: &str) -> $crate::store::Result<bool> {
+                let found: i64 = sqlx::query_scalar($crate::store::sql::APP_IN_ORG)
+                    .bind(org_id)
+                    .bind(app_id)
+                    .fetch_one(&self.read)
+                    .await?;
+                Ok(found > 0)
+            }
+
+            async fn api_key(
+                &self,
+                org_id: &str,
+                id: &str,
+            ) -> $crate::store::Result<Option<$crate::store::ApiKeyRow>> {
+                Ok(sqlx::query_as($crate::store::sql::API_KEY)
+                    .bind(org_id)
+                    .bind(id)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
+            async fn api_keys(
+                &self,
+                org_id: &str,
+                query: &$crate::store::ApiKeyQuery,
+            ) -> $crate::store::Result<Vec<$crate::store::ApiKeyRow>> {
+                use $crate::store::{ApiKeyCursor, sql};
+                let filters = query.filters();
+                let columns: Vec<&str> = filters.iter().map(|(column, _)| *column).collect();
+                let (cursor, after) = match &query.cursor {
+                    ApiKeyCursor::None => (None, None),
+                    ApiKeyCursor::After(id) => (Some(id.as_str()), Some(true)),
+                    ApiKeyCursor::Before(id) => (Some(id.as_str()), Some(false)),
+                };
+                let text = sql::list_api_keys(&columns, after);
+                let mut select =
+                    sqlx::query_as::<_, $crate::store::ApiKeyRow>(sqlx::AssertSqlSafe(text)).bind(org_id);
+                for (_, value) in &filters {
+                    select = select.bind(*value);
+                }
+                if let Some(cursor) = cursor {
+                    select = select.bind(cursor);
+                }
+                let mut rows = select.bind(i64::from(query.limit)).fetch_all(&self.read).await?;
+                if after == Some(false) {
+                    rows.reverse();
+                }
+                Ok(rows)
+            }
+
+            async fn api_key_by_secret(
+                &self,
+                secret_hash: &str,
+            ) -> $crate::store::Result<Option<$crate::store::SecretMatch>> {
+                Ok(sqlx::query_as($crate::store::sql::API_KEY_BY_SECRET)
+                    .bind(secret_hash)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
+            async fn record_usage(&self, usage: &[$crate::store::UsageDelta]) -> $crate::store::Result<()> {
+                let mut tx = self.write.begin().await?;
+                for delta in usage {
+                    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                    sqlx::query($crate::store::sql::RECORD_USAGE)
+                        .bind(delta.key_id.as_str())
+                        .bind(count(delta.requests))
+                        .bind(count(delta.denied))
+                        .bind(delta.last_used_at)
+                        .bind(delta.quota_day)
+                        .bind(count(delta.quota_used))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn changes(&self) -> $crate::store::Result<Option<$crate::store::ChangeFeed>> {

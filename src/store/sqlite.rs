@@ -14,8 +14,13 @@ use super::{
     sql::impl_event_store,
 };
 
-const MIGRATIONS: &[Migration] =
-    migrations!("sqlite", (1, "0001_events"), (2, "0002_projections"), (3, "0003_app_keys_covering_index"));
+const MIGRATIONS: &[Migration] = migrations!(
+    "sqlite",
+    (1, "0001_events"),
+    (2, "0002_projections"),
+    (3, "0003_app_keys_covering_index"),
+    (4, "0004_api_keys")
+);
 
 /// Readers run in parallel with the writer under WAL. Each sqlx SQLite connection has its own worker thread, so
 /// a few more than the cores keeps short reads from queueing behind each other.
