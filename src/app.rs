@@ -1,6 +1,6 @@
 //! Wiring: open the store, migrate, set up the first start, serve, and shut down gracefully.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tracing::info;
@@ -39,17 +39,23 @@ pub struct Running {
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), ServeError>>,
     follower: Option<JoinHandle<()>>,
+    flusher: JoinHandle<()>,
 }
 
 impl Running {
-    /// Stops accepting calls, lets in-flight ones finish, and waits for the server to end.
+    /// Stops accepting calls, lets in-flight ones finish, writes the API key usage counted since the last
+    /// flush, and waits for the server to end.
     pub async fn shutdown(self) -> Result<(), AppError> {
         let _ = self.stop.send(());
         let served = self.task.await;
         if let Some(follower) = self.follower {
             follower.abort();
         }
+        self.flusher.abort();
+        let flushed = self.services.flush_usage().await;
         served??;
+        let flushed = flushed?;
+        info!(keys = flushed, "wrote API key usage");
         Ok(())
     }
 
@@ -73,6 +79,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         Arc::new(Services::new(store, Arc::new(SystemClock), IdGenerator::new(node), key_pool.clone()));
     let admin_token = services.bootstrap(&config.data_dir, config.admin_token.as_deref()).await?;
     let follower = services.clone().follow_changes().await?;
+    let flusher = services.clone().flush_usage_every(Duration::from_millis(config.usage_flush_ms));
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -84,7 +91,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let task = tokio::spawn(server::serve(listener, services.clone(), config.limits(), async move {
         let _ = stopped.await;
     }));
-    Ok(Running { addr, admin_token, services, key_pool, stop, task, follower })
+    Ok(Running { addr, admin_token, services, key_pool, stop, task, follower, flusher })
 }
 
 /// Serves until SIGINT or SIGTERM, then shuts down gracefully.

@@ -81,6 +81,9 @@ pub struct Config {
     /// Threads generating keys per size; default: the number of cores.
     #[arg(long, env = "KEYMINT_KEY_POOL_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
     pub key_pool_workers: Option<u16>,
+    /// How often API key usage counted in memory is written to the store, in milliseconds (and on shutdown).
+    #[arg(long, env = "KEYMINT_USAGE_FLUSH_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub usage_flush_ms: u64,
     /// The instance-admin token to create on first start (instead of generating one), or to add later.
     #[arg(long, env = "KEYMINT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -126,6 +129,7 @@ impl fmt::Debug for Config {
             .field("default_key_size", &self.default_key_size)
             .field("key_pool_size", &self.key_pool_size)
             .field("key_pool_workers", &self.key_pool_workers)
+            .field("usage_flush_ms", &self.usage_flush_ms)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }

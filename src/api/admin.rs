@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::{service::Services, store::OrgRow};
+use crate::{domain::principal::Scope, service::Services, store::OrgRow};
 
 use super::{
     auth, convert,
@@ -23,7 +23,7 @@ pub struct Admin {
 #[tonic::async_trait]
 impl AdminService for Admin {
     async fn add_org(&self, request: Request<AddOrgRequest>) -> Result<Response<AddOrgResponse>, Status> {
-        let principal = auth::principal(&self.services, &request).await?;
+        let principal = auth::principal(&self.services, &request, Scope::OrgsAdmin).await?;
         let (id, written) = self.services.add_org(&principal, &request.get_ref().name).await.or_status()?;
         Ok(Response::new(AddOrgResponse { details: convert::written(written, &id), id }))
     }
@@ -32,7 +32,7 @@ impl AdminService for Admin {
         &self,
         request: Request<GetOrgByIdRequest>,
     ) -> Result<Response<GetOrgByIdResponse>, Status> {
-        let principal = auth::principal(&self.services, &request).await?;
+        let principal = auth::principal(&self.services, &request, Scope::OrgsAdmin).await?;
         let id = &request.get_ref().id;
         validate_ids(&[("id", id)])?;
         let org = self.services.org(&principal, id).await.or_status()?;
@@ -43,7 +43,7 @@ impl AdminService for Admin {
         &self,
         request: Request<ListOrgsRequest>,
     ) -> Result<Response<ListOrgsResponse>, Status> {
-        let principal = auth::principal(&self.services, &request).await?;
+        let principal = auth::principal(&self.services, &request, Scope::OrgsAdmin).await?;
         let q = request.get_ref().query.unwrap_or_default();
         let view = self.services.orgs(&principal, q.offset, q.limit, q.asc).await.or_status()?;
         Ok(Response::new(ListOrgsResponse {

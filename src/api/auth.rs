@@ -3,7 +3,7 @@
 use tonic::{Request, Status};
 
 use crate::{
-    domain::principal::Principal,
+    domain::principal::{Principal, Scope},
     service::{Caller, Error, Services},
 };
 
@@ -12,7 +12,8 @@ use super::error::IntoStatus;
 /// The header that picks the organization a call acts in.
 pub const ORG_HEADER: &str = "x-org-id";
 
-pub async fn principal<T>(services: &Services, request: &Request<T>) -> Result<Principal, Status> {
+/// The authenticated principal, refused unless it holds `scope`.
+pub async fn principal<T>(services: &Services, request: &Request<T>, scope: Scope) -> Result<Principal, Status> {
     let header = request.metadata().get("authorization").ok_or_else(|| {
         super::error::status(Error::Unauthenticated(
             "missing credential: send `authorization: Bearer <token>`",
@@ -27,12 +28,15 @@ pub async fn principal<T>(services: &Services, request: &Request<T>) -> Result<P
         .ok_or_else(|| {
             super::error::status(Error::Unauthenticated("the authorization header must be `Bearer <token>`"))
         })?;
-    services.authenticate(token).await.or_status()
+    let client_ip = request.remote_addr().map(|addr| addr.ip());
+    let principal = services.authenticate(token, client_ip).await.or_status()?;
+    principal.require(scope).or_status()?;
+    Ok(principal)
 }
 
 /// The principal and the organization the call acts in.
-pub async fn caller<T>(services: &Services, request: &Request<T>) -> Result<Caller, Status> {
-    let principal = principal(services, request).await?;
+pub async fn caller<T>(services: &Services, request: &Request<T>, scope: Scope) -> Result<Caller, Status> {
+    let principal = principal(services, request, scope).await?;
     let requested = request
         .metadata()
         .get(ORG_HEADER)

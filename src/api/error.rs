@@ -49,6 +49,9 @@ fn domain_status(error: DomainError) -> Status {
         DomainError::PermissionDenied { reason, message } => {
             with_reason(Code::PermissionDenied, message, reason)
         }
+        DomainError::ResourceExhausted { reason, message } => {
+            with_reason(Code::ResourceExhausted, message, reason)
+        }
     }
 }
 

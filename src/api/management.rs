@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     crypto::keygen::RsaBits,
-    domain::{DomainError, Timestamp, events::KeyType as DomainKeyType},
+    domain::{DomainError, Timestamp, events::KeyType as DomainKeyType, principal::Scope},
     service::Services,
     store::{AppKeyRow, AppRow, EventRange, ProjectRow, RecordedEvent},
 };
@@ -36,7 +36,7 @@ impl ManagementService for Management {
         &self,
         request: Request<AddProjectRequest>,
     ) -> Result<Response<AddProjectResponse>, Status> {
-        let caller = auth::caller(&self.services, &request).await?;
+        let caller = auth::caller(&self.services, &request, Scope::ProjectsWrite).await?;
         let (id, written) = self.services.add_project(&caller, &request.get_ref().name).await.or_status()?;
         Ok(Response::new(AddProjectResponse { id, details: convert::written(written, &caller.org_id) }))
     }
@@ -45,7 +45,7 @@ impl ManagementService for Management {
         &self,
         request: Request<GetProjectByIdRequest>,
     ) -> Result<Response<GetProjectByIdResponse>, Status> {
-        let caller = auth::caller(&self.services, &request).await?;
+        let caller = auth::caller(&self.services, &request, Scope::ProjectsRead).await?;
         let id = &request.get_ref().id;
         validate_ids(&[("id", id)])?;
         let project = self.services.project(&caller, id).await.or_status()?;
@@ -56,7 +56,7 @@ impl ManagementService for Management {
         &self,
         request: Request<ListProjectsRequest>,
     ) -> Result<Response<ListProjectsResponse>, Status> {
-        let caller = auth::caller(&self.services, &request).await?;
+        let caller = auth::caller(&self.services, &request, Scope::ProjectsRead).await?;
         let q = request.get_ref().query.unwrap_or_default();
         let view = self.services.projects(&caller, q.offset, q.limit, q.asc).await.or_status()?;
         Ok(Response::new(ListProjectsResponse {
@@ -69,7 +69,7 @@ impl ManagementService for Management {
         &self,
         request: Request<RemoveProjectRequest>,
     ) -> Result<Response<RemoveProjectResponse>, Status> {
-        let caller = auth::caller(&self.services, &request).await?;
+        let caller = auth::caller(&self.services, &request, Scope::ProjectsWrite).await?;
         let id = &request.get_ref().id;
         validate_ids(&[("id", id)])?;
         let written = self.services.remove_project(&caller, id).await.or_status()?;
@@ -80,7 +80,7 @@ impl ManagementService for Management {
         &self,
         request: Request<AddApiAppRequest>,
     ) -> Result<Response<AddApiAppResponse>, Status> {
-        let caller = auth::caller(&self.services, &request).await?;
+        let caller = auth::caller(&self.services, &request, Scope::ProjectsWrite).await?;
         let r = request.get_ref();
         validate_ids(&[("project_id", &r.project_id)])?;
         let added = self.services.add_api_app(&caller, &r.project_id, &r.name).await.or_status()?;
@@ -95,7 +95,7 @@ impl ManagementService for Management {
         &self,
         request: Request<GetAppByIdRequest>,
     ) -> Result<Response<GetAppByIdResponse>, Status> {
-        let caller = auth::caller(&self.services, &request).await?;
+        let caller = auth::caller(&self.services, &request, Scope::ProjectsRead).await?;
         let r = request.get_ref();
         validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
         let app = self.services.app(&caller, &r.project_id, &r.app_id).await.or_status()?;
@@ -106,7 +106,7 @@ impl ManagementService for Management {
         &self,
         request: Request<ListAppsRequest>,
     ) -> Result<Response<ListAppsResponse>, Status> {
-        let caller = auth::caller(&self.services, &request).await?;
+        let caller = auth::caller(&self.services, &request, Scope::ProjectsRead).await?;
         let r = request.get_ref();
         validate_ids(&[("project_id", &r.project_id)])?;
         let q = r.query.unwrap_or_default();
@@ -121,7 +121,7 @@ impl ManagementService for Management {
         &self,
         request: Request<RemoveAppRequest>,
     ) -> Result<Response<RemoveAppResponse>, Status> {
-        let caller = auth::caller(&self.services, &request).await?;
+        let caller = auth::caller(&self.services, &request, Scope::ProjectsWrite).await?;
         let r = request.get_ref();
         validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
         let written = self.services.remove_app(&caller, &r.project_id, &r.app_id).await.or_status()?;
@@ -132,7 +132,7 @@ impl ManagementService for Management {
         &self,
         request: Request<AddAppKeyRequest>,
     ) -> Result<Response<AddAppKeyResponse>, Status> {
-        let caller = auth::caller(&self.services, &request).await?;
+        let caller = auth::caller(&self.services, &request, Scope::KeysWrite).await?;
         let r = request.get_ref();
         validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
         let key_type = match KeyType::try_from(r.r#type) {
@@ -173,7 +173,7 @@ impl ManagementService for Management {
         &self,
         request: Request<GetAppKeyRequest>,
     ) -> Result<Response<GetAppKeyResponse>, Status> {
-        let caller = auth::caller(&self.services, &request).await?;
+        let caller = auth::caller(&self.services, &request, Scope::KeysRead).await?;
         let r = request.get_ref();
         validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id), ("key_id", &r.key_id)])?;
         let key = self.services.app_key(&caller, &r.project_id, &r.app_id, &r.key_id).await.or_status()?;
@@ -184,7 +184,7 @@ impl ManagementService for Management {
         &self,
         request: Request<ListAppKeysRequest>,
     ) -> Result<Response<ListAppKeysResponse>, Status> {
-        let caller = auth::caller(&self.services, &request).await?;
+        let caller = auth::caller(&self.services, &request, Scope::KeysRead).await?;
         let r = request.get_ref();
         validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
         let q = r.query.unwrap_or_default();
@@ -203,7 +203,7 @@ impl ManagementService for Management {
         &self,
         request: Request<RemoveAppKeyRequest>,
     ) -> Result<Response<RemoveAppKeyResponse>, Status> {
-        let caller = auth::caller(&self.services, &request).await?;
+        let caller = auth::caller(&self.services, &request, Scope::KeysWrite).await?;
         let r = request.get_ref();
         validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id), ("key_id", &r.key_id)])?;
         let written =
@@ -215,7 +215,7 @@ impl ManagementService for Management {
         &self,
         request: Request<ListAppChangesRequest>,
     ) -> Result<Response<ListAppChangesResponse>, Status> {
-        let caller = auth::caller(&self.services, &request).await?;
+        let caller = auth::caller(&self.services, &request, Scope::ProjectsRead).await?;
         let r = request.get_ref();
         validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
         let q = r.query.unwrap_or_default();

@@ -2,6 +2,7 @@
 //! organization, calls one use case, and maps its answer (errors in exactly one place: `error.rs`).
 
 pub mod admin;
+pub mod api_keys;
 mod auth;
 mod convert;
 pub mod error;

@@ -12,11 +12,13 @@ use crate::service::Services;
 
 use super::{
     admin::Admin,
+    api_keys::ApiKeys,
     management::Management,
     pb::{
         self,
         keymint::{
             admin::v1::admin_service_server::AdminServiceServer,
+            apikeys::v1::api_key_service_server::ApiKeyServiceServer,
             management::v1::management_service_server::ManagementServiceServer,
         },
     },
@@ -56,6 +58,7 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServiceServer<Admin>>().await;
     health.set_serving::<ManagementServiceServer<Management>>().await;
+    health.set_serving::<ApiKeyServiceServer<ApiKeys>>().await;
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -67,8 +70,10 @@ pub async fn serve(
 
     let admin = AdminServiceServer::new(Admin { services: services.clone() })
         .max_decoding_message_size(limits.max_message_bytes);
-    let management = ManagementServiceServer::new(Management { services })
+    let management = ManagementServiceServer::new(Management { services: services.clone() })
         .max_decoding_message_size(limits.max_message_bytes);
+    let api_keys =
+        ApiKeyServiceServer::new(ApiKeys { services }).max_decoding_message_size(limits.max_message_bytes);
 
     let layers = tower::ServiceBuilder::new()
         .layer(cors())
@@ -85,6 +90,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(admin)
         .add_service(management)
+        .add_service(api_keys)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await?;
     Ok(())

@@ -189,6 +189,7 @@ async fn run(args: Args) -> BenchResult<u64> {
         default_key_size: RsaBits::Rsa2048,
         key_pool_size: 32,
         key_pool_workers: Some(u16::try_from(workers)?),
+        usage_flush_ms: 2_000,
         admin_token: Some(token.clone()),
     };
     let running = app::start(&config).await?;
@@ -475,7 +476,7 @@ async fn health(channels: &[Channel], concurrency: usize, duration: Duration) ->
 async fn seed(running: &Running, target: &Target, n: usize) -> BenchResult<Vec<String>> {
     let services = &running.services;
     let store = services.store();
-    let principal = services.authenticate(target.token.to_str()?.trim_start_matches("Bearer ")).await?;
+    let principal = services.authenticate(target.token.to_str()?.trim_start_matches("Bearer "), None).await?;
     let public_key = RsaKeyPair::generate(RsaBits::Rsa2048)?.public_spki_pem().to_owned();
     let ids = keymint::domain::ids::IdGenerator::new(2);
     let clock = keymint::domain::time::SystemClock;

@@ -19,6 +19,14 @@ pub fn new_secret(prefix: &str) -> Result<Zeroizing<String>, CryptoError> {
     Ok(secret)
 }
 
+/// Compares two secret hashes in time that depends only on their length, so that how long a comparison takes
+/// says nothing about how many leading characters matched.
+pub fn hashes_equal(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let difference = a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y));
+    a.len() == b.len() && std::hint::black_box(difference) == 0
+}
+
 /// The hex SHA-256 of a secret: what the store keeps and looks secrets up by. A fast hash is enough because the
 /// secrets are high-entropy; looking the hash up reveals nothing about the secret.
 pub fn hash_secret(secret: &str) -> String {

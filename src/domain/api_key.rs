@@ -189,7 +189,7 @@ impl ApiKey {
         Ok(vec![Event::ApiKeyCreated { origin, settings, secret }])
     }
 
-    /// Applies the fields named in `mask` from `requested`. Nothing changed → no event.
+    /// Applies the fields named in `mask` from `requested` and checks the result. Nothing changed → no event.
     pub fn update(&self, id: &str, mask: &[String], requested: &Settings) -> Result<Vec<Event>, DomainError> {
         self.ensure_usable(id)?;
         let mut settings = self.settings.clone();
@@ -212,6 +212,9 @@ impl ApiKey {
                 changed.push(field.to_owned());
             }
         }
+        let mut violations = Violations::new();
+        let settings = settings.validate(&mut violations);
+        violations.into_result()?;
         if settings == self.settings {
             return Ok(vec![]);
         }

@@ -28,6 +28,9 @@ pub enum DomainError {
     FailedPrecondition { reason: &'static str, message: String },
     #[error("{message}")]
     PermissionDenied { reason: &'static str, message: String },
+    /// A limit on the caller's use ran out (a rate limit or a quota); trying later helps.
+    #[error("{message}")]
+    ResourceExhausted { reason: &'static str, message: String },
 }
 
 impl DomainError {

@@ -95,7 +95,9 @@ impl Principal {
 
     pub fn has(&self, scope: Scope) -> bool {
         match &self.grant {
-            Grant::InstanceAdmin | Grant::Org => true,
+            Grant::InstanceAdmin => true,
+            // Organizations are managed across the instance: not something one organization's grant covers.
+            Grant::Org => scope != Scope::OrgsAdmin,
             Grant::Scoped(scopes) => scopes.iter().any(|s| s == scope.as_str()),
         }
     }
@@ -129,17 +131,6 @@ impl Principal {
             )),
         }
     }
-
-    pub fn require_instance_admin(&self) -> Result<(), DomainError> {
-        if self.is_instance_admin() {
-            Ok(())
-        } else {
-            Err(DomainError::permission_denied(
-                "INSTANCE_ADMIN_REQUIRED",
-                "this call needs an instance-admin credential",
-            ))
-        }
-    }
 }
 
 #[cfg(test)]
@@ -163,7 +154,7 @@ mod tests {
             principal(Grant::Org).resource_owner(Some("other")),
             Err(DomainError::PermissionDenied { reason: "ORG_NOT_ALLOWED", .. })
         ));
-        assert!(principal(Grant::Org).require_instance_admin().is_err());
+        assert!(principal(Grant::Org).require(Scope::OrgsAdmin).is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     path::{Path, PathBuf},
     sync::{PoisonError, RwLock},
 };
@@ -11,7 +12,10 @@ use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use crate::{
-    crypto::secret::{hash_secret, new_secret},
+    crypto::{
+        api_key_secret,
+        secret::{hash_secret, new_secret},
+    },
     domain::{
         AggregateType, DomainError, Event,
         events::CredentialRole,
@@ -21,7 +25,10 @@ use crate::{
     store::Page,
 };
 
-use super::{Caller, Error, Result, Services, Target};
+use super::{
+    Caller, Error, Result, Services, Target,
+    verify::{VerifyCode, VerifyRequest},
+};
 
 /// Prefix of generated instance-admin tokens, so that secret scanners and people recognise them.
 const ADMIN_TOKEN_PREFIX: &str = "km_admin_";
@@ -42,8 +49,12 @@ pub enum AdminToken {
 }
 
 impl Services {
-    /// Resolves a bearer secret to its principal: from memory when this process has seen it before.
-    pub async fn authenticate(&self, bearer: &str) -> Result<Principal> {
+    /// Resolves a bearer secret to its principal: from memory when this process has seen it before. An API key
+    /// (`km_live_…`/`km_test_…`) is checked like a verify call from `client_ip` and counts as one use of it.
+    pub async fn authenticate(&self, bearer: &str, client_ip: Option<IpAddr>) -> Result<Principal> {
+        if api_key_secret::looks_like_api_key(bearer) {
+            return self.api_key_principal(bearer, client_ip).await;
+        }
         let hash = hash_secret(bearer);
         if let Some(principal) = self.principals.get(&hash) {
             return Ok(principal);
@@ -55,6 +66,42 @@ impl Services {
         let principal = Principal { id: credential.id, org_id: credential.org_id, grant: Grant::from(role) };
         self.principals.insert(hash, principal.clone());
         Ok(principal)
+    }
+
+    async fn api_key_principal(&self, secret: &str, client_ip: Option<IpAddr>) -> Result<Principal> {
+        let request =
+            VerifyRequest { secret, client_ip, required_scopes: &[], accept_test_keys: true, org_id: None };
+        let verdict = self.verify_api_key(request).await?;
+        let refused = match (verdict.code, verdict.key) {
+            (VerifyCode::Valid, Some(key)) => {
+                return Ok(Principal {
+                    id: key.id.clone(),
+                    org_id: key.org_id.clone(),
+                    grant: Grant::Scoped(key.settings.scopes.clone()),
+                });
+            }
+            (VerifyCode::NotFound, _) => Error::Unauthenticated("unknown API key"),
+            (VerifyCode::Revoked, _) => Error::Unauthenticated("the API key was revoked or rolled"),
+            (VerifyCode::Expired, _) => Error::Unauthenticated("the API key expired"),
+            (VerifyCode::Disabled, _) => Error::Unauthenticated("the API key is inactive"),
+            (VerifyCode::IpNotAllowed, _) => DomainError::permission_denied(
+                "IP_NOT_ALLOWED",
+                "this API key may not be used from this address",
+            )
+            .into(),
+            (VerifyCode::RateLimited, _) => DomainError::ResourceExhausted {
+                reason: "RATE_LIMITED",
+                message: "this API key's rate limit is used up; retry in a moment".into(),
+            }
+            .into(),
+            (VerifyCode::QuotaExceeded, _) => DomainError::ResourceExhausted {
+                reason: "QUOTA_EXCEEDED",
+                message: "this API key's daily quota is used up; it resets at midnight UTC".into(),
+            }
+            .into(),
+            (code, _) => Error::Internal(format!("authentication answered {code:?}")),
+        };
+        Err(refused)
     }
 
     /// The caller of an organization-scoped call: the principal's own organization, or the one the `x-org-id`

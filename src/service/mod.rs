@@ -2,6 +2,7 @@
 //! models. One file per area; this one holds what they share.
 
 pub mod access;
+pub mod api_keys;
 pub mod app_keys;
 pub mod apps;
 mod cache;
@@ -9,6 +10,7 @@ mod error;
 pub mod keys;
 pub mod orgs;
 pub mod projects;
+pub mod verify;
 
 use std::{
     hash::{DefaultHasher, Hash, Hasher},
@@ -47,6 +49,8 @@ pub struct Services {
     locks: AggregateLocks,
     principals: access::PrincipalCache,
     keys_read: cache::KeyCache,
+    api_keys_read: verify::ApiKeyCache,
+    meters: verify::Meters,
 }
 
 /// The caller of a use case: who they are and which organization they act in.
@@ -95,6 +99,8 @@ impl Services {
             locks: AggregateLocks::new(),
             principals: Default::default(),
             keys_read: Default::default(),
+            api_keys_read: Default::default(),
+            meters: Default::default(),
         }
     }
 
@@ -105,10 +111,11 @@ impl Services {
         Ok(Some(tokio::spawn(async move {
             while let Some(changed) = feed.recv().await {
                 match changed {
-                    Changed::Aggregate { aggregate_type, id } => {
-                        self.keys_read.invalidate(&aggregate_type, &id)
+                    Changed::Aggregate { aggregate_type, id } => self.invalidate(&aggregate_type, &id),
+                    Changed::Lost => {
+                        self.keys_read.clear();
+                        self.api_keys_read.clear();
                     }
-                    Changed::Lost => self.keys_read.clear(),
                 }
             }
         })))
@@ -179,9 +186,15 @@ impl Services {
                 events,
             })
             .await?;
-        self.keys_read.invalidate(target.aggregate_type.as_str(), target.id);
+        self.invalidate(target.aggregate_type.as_str(), target.id);
         let sequence = recorded.last().map_or(expected, |e| u64::try_from(e.sequence).unwrap_or_default());
         Ok(Written { sequence, at })
+    }
+
+    /// Forgets what the in-memory read models hold of a changed aggregate.
+    fn invalidate(&self, aggregate_type: &str, id: &str) {
+        self.keys_read.invalidate(aggregate_type, id);
+        self.api_keys_read.invalidate(aggregate_type, id);
     }
 
     /// Wraps a page of rows with the list's details.

@@ -1,7 +1,11 @@
-//! Organizations: created and read by instance administrators.
+//! Organizations: created and read by instance administrators (and API keys they gave `orgs:admin`).
 
 use crate::{
-    domain::{AggregateType, DomainError, org::Org, principal::Principal},
+    domain::{
+        AggregateType, DomainError,
+        org::Org,
+        principal::{Principal, Scope},
+    },
     store::OrgRow,
 };
 
@@ -9,7 +13,7 @@ use super::{ListView, Result, Services, Target, Written, page};
 
 impl Services {
     pub async fn add_org(&self, principal: &Principal, name: &str) -> Result<(String, Written)> {
-        principal.require_instance_admin()?;
+        principal.require(Scope::OrgsAdmin)?;
         let id = self.new_id();
         let target =
             Target { aggregate_type: AggregateType::Org, id: &id, org_id: &id, creator: &principal.id };
@@ -25,7 +29,7 @@ impl Services {
     }
 
     pub async fn org(&self, principal: &Principal, id: &str) -> Result<OrgRow> {
-        principal.require_instance_admin()?;
+        principal.require(Scope::OrgsAdmin)?;
         let org = self.store.org(id).await?;
         org.ok_or_else(|| {
             DomainError::not_found("ORG_NOT_FOUND", format!("organization {id} not found")).into()
@@ -39,7 +43,7 @@ impl Services {
         limit: u32,
         asc: bool,
     ) -> Result<ListView<OrgRow>> {
-        principal.require_instance_admin()?;
+        principal.require(Scope::OrgsAdmin)?;
         let listed = self.store.orgs(page(offset, limit, asc)?).await?;
         self.list_view(listed).await
     }

@@ -7,11 +7,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use keymint::api::pb::keymint::{
     admin::v1::ListOrgsRequest,
     management::v1::{
-        AddAppKeyRequest, AddAppKeyResponse, ChangeQuery, GetAppByIdRequest, GetAppKeyRequest,
+        AddAppKeyRequest, AddAppKeyResponse, GetAppByIdRequest, GetAppKeyRequest,
         GetProjectByIdRequest, KeyType, ListAppChangesRequest, ListAppKeysRequest, RemoveAppKeyRequest,
         RemoveAppRequest, RemoveProjectRequest,
     },
-    v1::ListQuery,
+    v1::{ChangeQuery, ListQuery},
 };
 use serde::{Deserialize, Serialize};
 use tonic::Code;

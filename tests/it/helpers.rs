@@ -146,6 +146,7 @@ pub fn config(db: &FreshDb, admin_token: Option<String>) -> Config {
         // Small pools: many test servers run at once on two cores.
         key_pool_size: 2,
         key_pool_workers: Some(1),
+        usage_flush_ms: 2_000,
         admin_token,
     }
 }
