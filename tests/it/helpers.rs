@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use keymint::{
     api::pb::keymint::{
         admin::v1::admin_service_client::AdminServiceClient,
+        apikeys::v1::{CreateApiKeyRequest, Environment, api_key_service_client::ApiKeyServiceClient},
         management::v1::{
             AddApiAppRequest, AddAppKeyRequest, AddProjectRequest, KeyType,
             management_service_client::ManagementServiceClient,
@@ -184,6 +185,22 @@ impl TestServer {
         AdminServiceClient::new(self.channel().await)
     }
 
+    pub async fn api_keys(&self) -> ApiKeyServiceClient<Channel> {
+        ApiKeyServiceClient::new(self.channel().await)
+    }
+
+    /// Issues a LIVE API key with these scopes in the admin's organization; returns (key ID, secret).
+    pub async fn api_key(&self, title: &str, scopes: &[&str]) -> (String, String) {
+        let created = self
+            .api_keys()
+            .await
+            .create_api_key(self.req(api_key_request(title, scopes)))
+            .await
+            .expect("create API key")
+            .into_inner();
+        (created.api_key.expect("record").id, created.secret)
+    }
+
     pub fn store(&self) -> &Arc<dyn EventStore> {
         self.running.as_ref().expect("running").services.store()
     }
@@ -232,6 +249,16 @@ pub fn key_request(project_id: &str, app_id: &str) -> AddAppKeyRequest {
         app_id: app_id.into(),
         r#type: KeyType::Json as i32,
         ..AddAppKeyRequest::default()
+    }
+}
+
+/// A CreateApiKey request for a LIVE key with these scopes and nothing else set.
+pub fn api_key_request(title: &str, scopes: &[&str]) -> CreateApiKeyRequest {
+    CreateApiKeyRequest {
+        title: title.into(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        environment: Environment::Live as i32,
+        ..CreateApiKeyRequest::default()
     }
 }
 

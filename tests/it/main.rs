@@ -8,8 +8,10 @@
 mod helpers;
 
 mod access;
+mod api_keys;
 mod app_keys;
 mod errors;
 mod projections;
 mod store;
 mod transports;
+mod verify;
