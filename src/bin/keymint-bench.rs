@@ -15,6 +15,10 @@ use std::{
 use clap::{Parser, ValueEnum};
 use keymint::{
     api::pb::keymint::{
+        apikeys::v1::{
+            CreateApiKeyRequest, DeleteApiKeyRequest, Environment, VerifyApiKeyRequest,
+            api_key_service_client::ApiKeyServiceClient,
+        },
         management::v1::{
             AddApiAppRequest, AddAppKeyRequest, AddProjectRequest, GetAppKeyRequest, KeyType,
             ListAppKeysRequest, management_service_client::ManagementServiceClient,
@@ -54,6 +58,12 @@ struct Args {
     /// Keys seeded into one application for get-app-key and list-app-keys.
     #[arg(long, default_value_t = 10_000)]
     seed_keys: usize,
+    /// API keys issued for verify-api-key.
+    #[arg(long, default_value_t = 1_000)]
+    api_keys: usize,
+    /// Keys revoked one after another to measure how soon verify refuses them.
+    #[arg(long, default_value_t = 50)]
+    revocations: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,6 +71,8 @@ enum Scenario {
     All,
     Keys,
     Reads,
+    /// verify-api-key and revocation latency.
+    ApiKeys,
 }
 
 /// One scenario's figures.
@@ -168,6 +180,7 @@ async fn run(args: Args) -> BenchResult<u64> {
     let mut all = Vec::new();
     let run_keys = matches!(args.scenario, Scenario::All | Scenario::Keys);
     let run_reads = matches!(args.scenario, Scenario::All | Scenario::Reads);
+    let run_api_keys = matches!(args.scenario, Scenario::All | Scenario::ApiKeys);
 
     // The baseline for issuance: raw generation on as many threads as the pool has, before keymint starts.
     let keygen =
@@ -177,7 +190,7 @@ async fn run(args: Args) -> BenchResult<u64> {
     }
 
     let token = new_secret("km_bench_")?.to_string();
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: database.dir.clone(),
         database_url: database.url.clone(),
@@ -230,6 +243,32 @@ async fn run(args: Args) -> BenchResult<u64> {
             figures.extra.insert("ratio_to_health", figures.per_second() / health.per_second());
             figures.print();
             all.push(figures);
+        }
+    }
+    if run_api_keys {
+        let secrets = issue_api_keys(&channels, &target, args.api_keys).await?;
+        let mut verify =
+            verify_api_key(&channels, &target, &secrets, args.concurrency, Duration::from_secs(args.seconds))
+                .await;
+        verify.extra.insert("ratio_to_health", verify.per_second() / health.per_second());
+        verify.print();
+        all.push(verify);
+        // With PostgreSQL a second keymint process on the same database answers the verifies; with SQLite (one
+        // process per file) the same process does, which shows the in-process path.
+        let beside = if database.url.is_some() {
+            config.data_dir = database.dir.join("beside");
+            config.node_id = Some(2);
+            Some(app::start(&config).await?)
+        } else {
+            None
+        };
+        let verifier = connect(beside.as_ref().unwrap_or(&running), 1).await?.remove(0);
+        let name = if beside.is_some() { "revoke-cross-process" } else { "revoke-same-process" };
+        let revoke = revocation_latency(name, &channels[0], &verifier, &target, args.revocations).await?;
+        revoke.print();
+        all.push(revoke);
+        if let Some(beside) = beside {
+            beside.shutdown().await?;
         }
     }
     all.push(health);
@@ -553,4 +592,88 @@ async fn list_app_keys(
         }
     })
     .await
+}
+
+/// Issues `n` LIVE API keys with a scope and a network restriction, so that verify runs every check.
+async fn issue_api_keys(channels: &[Channel], target: &Target, n: usize) -> BenchResult<Vec<String>> {
+    let mut client = ApiKeyServiceClient::new(channels[0].clone());
+    let mut secrets = Vec::with_capacity(n);
+    for i in 0..n {
+        let created = client.create_api_key(target.req(bench_key(&format!("bench {i}")))).await?;
+        secrets.push(created.into_inner().secret);
+    }
+    Ok(secrets)
+}
+
+fn bench_key(title: &str) -> CreateApiKeyRequest {
+    CreateApiKeyRequest {
+        title: title.to_owned(),
+        scopes: vec!["bench:read".into(), "bench:write".into()],
+        allowed_cidrs: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
+        environment: Environment::Live as i32,
+        ..CreateApiKeyRequest::default()
+    }
+}
+
+fn verify_request(target: &Target, secret: &str) -> Request<VerifyApiKeyRequest> {
+    target.req(VerifyApiKeyRequest {
+        secret: secret.to_owned(),
+        client_ip: "10.1.2.3".into(),
+        required_scopes: vec!["bench:read".into()],
+        accept_test_keys: false,
+    })
+}
+
+/// VerifyApiKey spread over every issued key; a call counts only when it answers valid.
+async fn verify_api_key(
+    channels: &[Channel],
+    target: &Target,
+    secrets: &[String],
+    concurrency: usize,
+    duration: Duration,
+) -> Figures {
+    let clients: Vec<_> = channels.iter().map(|c| ApiKeyServiceClient::new(c.clone())).collect();
+    let (target, secrets) = (target.clone(), secrets.to_vec());
+    load("verify-api-key", concurrency, duration, move |worker, n| {
+        let mut client = clients[worker % clients.len()].clone();
+        let secret = &secrets[(n.wrapping_mul(2_654_435_761) % secrets.len() as u64) as usize];
+        let request = verify_request(&target, secret);
+        async move { client.verify_api_key(request).await.is_ok_and(|r| r.into_inner().valid) }
+    })
+    .await
+}
+
+/// For each of `rounds` keys: verify it on `verifier` (so it is cached there), revoke it through `writer`, and
+/// time from the moment DeleteApiKey returned until `verifier` refuses the key. Latencies are in the figures;
+/// a key still accepted after 5 s counts as an error.
+async fn revocation_latency(
+    name: &'static str,
+    writer: &Channel,
+    verifier: &Channel,
+    target: &Target,
+    rounds: usize,
+) -> BenchResult<Figures> {
+    let mut keys = ApiKeyServiceClient::new(writer.clone());
+    let mut checks = ApiKeyServiceClient::new(verifier.clone());
+    let mut figures = Figures { name, ..Figures::default() };
+    let started = Instant::now();
+    for i in 0..rounds {
+        let created = keys.create_api_key(target.req(bench_key(&format!("revoke {i}")))).await?.into_inner();
+        let id = created.api_key.map(|k| k.id).unwrap_or_default();
+        let valid = checks.verify_api_key(verify_request(target, &created.secret)).await?.into_inner().valid;
+        keys.delete_api_key(target.req(DeleteApiKeyRequest { id })).await?;
+        let revoked = Instant::now();
+        let mut refused = !valid;
+        while !refused && revoked.elapsed() < Duration::from_secs(5) {
+            refused =
+                !checks.verify_api_key(verify_request(target, &created.secret)).await?.into_inner().valid;
+        }
+        figures.calls += u64::from(refused && valid);
+        figures.errors += u64::from(!refused || !valid);
+        figures.latencies_us.push(revoked.elapsed().as_micros() as u64);
+    }
+    figures.seconds = started.elapsed().as_secs_f64();
+    let max = figures.latencies_us.iter().max().copied().unwrap_or(0);
+    figures.extra.insert("max_ms", max as f64 / 1000.0);
+    Ok(figures)
 }
