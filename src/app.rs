@@ -39,7 +39,7 @@ pub struct Running {
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), ServeError>>,
     follower: Option<JoinHandle<()>>,
-    flusher: JoinHandle<()>,
+    flusher: (oneshot::Sender<()>, JoinHandle<()>),
 }
 
 impl Running {
@@ -51,7 +51,9 @@ impl Running {
         if let Some(follower) = self.follower {
             follower.abort();
         }
-        self.flusher.abort();
+        let (stop_flushing, flusher) = self.flusher;
+        let _ = stop_flushing.send(());
+        let _ = flusher.await;
         let flushed = self.services.flush_usage().await;
         served??;
         let flushed = flushed?;
@@ -79,7 +81,11 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         Arc::new(Services::new(store, Arc::new(SystemClock), IdGenerator::new(node), key_pool.clone()));
     let admin_token = services.bootstrap(&config.data_dir, config.admin_token.as_deref()).await?;
     let follower = services.clone().follow_changes().await?;
-    let flusher = services.clone().flush_usage_every(Duration::from_millis(config.usage_flush_ms));
+    let (stop_flushing, flushing_stopped) = oneshot::channel();
+    let flusher = (
+        stop_flushing,
+        services.clone().flush_usage_every(Duration::from_millis(config.usage_flush_ms), flushing_stopped),
+    );
 
     let listener = TcpListener::bind(config.listen)
         .await
