@@ -80,7 +80,7 @@ impl KeyView {
     fn from_row(row: ApiKeyRow, secret_hash: String, secret_expires_at: Option<i64>) -> Result<KeyView> {
         let corrupt = |e: serde_json::Error| Error::Internal(format!("API key {} cannot be decoded: {e}", row.id));
         let origin: Origin = serde_json::from_str(&row.origin).map_err(corrupt)?;
-        let settings: Settings = serde_json::from_str(&row.settings).map_err(corrupt)?;
+        let settings = super::api_keys::row_settings(&row).map_err(corrupt)?;
         let allowed = AllowList::parse(&settings.allowed_cidrs)
             .map_err(|_| Error::Internal(format!("API key {} has an invalid network list", row.id)))?;
         let daily_quota = settings.daily_quota.and_then(|quota| DailyQuota::new(quota).ok());
@@ -369,13 +369,21 @@ impl Services {
         Ok(batch.len())
     }
 
-    /// Flushes usage every `interval` until aborted. The caller flushes once more on shutdown.
-    pub fn flush_usage_every(self: Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+    /// Flushes usage every `interval` until `stop` fires (or its sender drops). A flush in progress finishes
+    /// first: aborting one would lose the batch it took. The caller flushes once more after this ends.
+    pub fn flush_usage_every(
+        self: Arc<Self>,
+        interval: Duration,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                ticks.tick().await;
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = &mut stop => return,
+                }
                 if let Err(e) = self.flush_usage().await {
                     tracing::warn!(error = %e, "could not write API key usage; keeping it for the next try");
                 }
