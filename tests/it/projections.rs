@@ -1,13 +1,17 @@
 //! Read models are derived from events: `keymint projections rebuild` restores them exactly, and no table holds
 //! key material or secrets.
 
-use keymint::api::pb::keymint::management::v1::{RemoveAppKeyRequest, RemoveAppRequest};
+use keymint::api::pb::keymint::{
+    apikeys::v1::{DeleteApiKeyRequest, RollApiKeyRequest, UpdateApiKeyRequest},
+    management::v1::{RemoveAppKeyRequest, RemoveAppRequest},
+};
 use sqlx::{Connection, Row};
 
 use crate::helpers::{Db, TestServer, key_request, on_both_databases};
 
-/// Issues keys, removes some, removes an app: a store with every kind of event. Returns the key files.
-async fn populate(server: &TestServer) -> Vec<Vec<u8>> {
+/// Issues keys, removes some, removes an app, and creates, updates, rolls and deletes API keys: a store with every
+/// kind of event. Returns the key files and every API-key secret issued.
+async fn populate(server: &TestServer) -> (Vec<Vec<u8>>, Vec<String>) {
     let mut client = server.management().await;
     let mut key_files = Vec::new();
     for project in ["alpha", "beta"] {
@@ -32,7 +36,36 @@ async fn populate(server: &TestServer) -> Vec<Vec<u8>> {
             client.remove_app(server.req(RemoveAppRequest { project_id, app_id })).await.expect("remove app");
         }
     }
-    key_files
+    let mut api_keys = server.api_keys().await;
+    let mut secrets = Vec::new();
+    for title in ["updated", "rolled", "deleted"] {
+        let (id, secret) = server.api_key(title, &["keys:read"]).await;
+        secrets.push(secret);
+        match title {
+            "updated" => {
+                let update = UpdateApiKeyRequest {
+                    id,
+                    update_mask: vec!["title".into()],
+                    title: "renamed".into(),
+                    ..UpdateApiKeyRequest::default()
+                };
+                api_keys.update_api_key(server.req(update)).await.expect("update API key");
+            }
+            "rolled" => {
+                let grace = prost_types::Duration { seconds: 3600, nanos: 0 };
+                let roll = RollApiKeyRequest { id, grace_period: Some(grace) };
+                secrets
+                    .push(api_keys.roll_api_key(server.req(roll)).await.expect("roll").into_inner().secret);
+            }
+            _ => {
+                api_keys
+                    .delete_api_key(server.req(DeleteApiKeyRequest { id }))
+                    .await
+                    .expect("delete API key");
+            }
+        }
+    }
+    (key_files, secrets)
 }
 
 on_both_databases!(rebuild_command_restores_the_read_models_exactly, rebuild_restores_read_models);
@@ -41,6 +74,11 @@ async fn rebuild_restores_read_models(db: Db) {
     populate(&server).await;
     let live = server.store().projection_snapshot().await.expect("snapshot");
     assert!(live.iter().any(|line| line.contains("BEGIN PUBLIC KEY")), "keys are in the read model");
+    assert!(
+        live.iter().any(|line| line.contains("renamed") && line.contains("|active|")),
+        "an updated API key"
+    );
+    assert!(live.iter().any(|line| line.contains("|revoked|")), "a deleted API key");
 
     // Damage the read models behind keymint's back, then rebuild them with the CLI, as an operator would.
     let data_dir = server.db.data_dir();
@@ -50,6 +88,8 @@ async fn rebuild_restores_read_models(db: Db) {
     }
     execute_raw(url.as_deref(), &data_dir, "DELETE FROM app_keys").await;
     execute_raw(url.as_deref(), &data_dir, "UPDATE apps SET name = 'tampered'").await;
+    execute_raw(url.as_deref(), &data_dir, "DELETE FROM api_key_secrets").await;
+    execute_raw(url.as_deref(), &data_dir, "UPDATE api_keys SET status = 'active', deleted_at = NULL").await;
     let damaged = server.db.open_store().await.projection_snapshot().await.expect("snapshot");
     assert_ne!(damaged, live);
 
@@ -72,8 +112,13 @@ async fn rebuild_restores_read_models(db: Db) {
 on_both_databases!(no_table_holds_private_keys_or_secrets, no_table_holds_secrets);
 async fn no_table_holds_secrets(db: Db) {
     let server = TestServer::start(db).await;
-    let key_files = populate(&server).await;
+    let (key_files, secrets) = populate(&server).await;
     let mut needles = vec!["PRIVATE KEY".to_owned(), server.token.clone()];
+    // Each API-key secret, whole and without its prefix.
+    for secret in &secrets {
+        needles.push(secret.clone());
+        needles.push(secret["km_live_".len()..].to_owned());
+    }
     for file in &key_files {
         let json: serde_json::Value = serde_json::from_slice(file).expect("key file");
         let pem = json["key"].as_str().expect("key").to_owned();
@@ -83,6 +128,8 @@ async fn no_table_holds_secrets(db: Db) {
 
     let dump = dump_every_table(server.db.url.as_deref(), &server.db.data_dir()).await;
     assert!(dump.contains("BEGIN PUBLIC KEY"), "the dump covers the key tables");
+    let first_hash = keymint::crypto::secret::hash_secret(&secrets[0]);
+    assert!(dump.contains(&first_hash), "the dump covers the API-key secret hashes");
     for needle in &needles {
         assert!(!dump.contains(needle.as_str()), "found secret material in the database: {needle:.20}…");
     }
