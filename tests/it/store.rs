@@ -5,9 +5,13 @@ use std::{future::Future, sync::Arc};
 use keymint::{
     domain::{
         AggregateType, Event, Timestamp,
+        api_key::{Origin, SecretRef, Settings},
         events::{CredentialRole, KeyType},
     },
-    store::{Append, CredentialRow, EventRange, EventStore, Listed, Page, RecordedEvent, StoreError},
+    store::{
+        ApiKeyCursor, ApiKeyQuery, Append, CredentialRow, EventRange, EventStore, Listed, Page,
+        RecordedEvent, StoreError, UsageDelta,
+    },
 };
 use tokio::sync::Barrier;
 
@@ -612,5 +616,147 @@ async fn rebuilt_projections_equal_the_live_ones(db: Db) {
     assert_eq!(store.projection_snapshot().await.expect("snapshot"), live);
     add_key(&store, org, "app-rb-1", 4, "key-rb-5", 20).await;
     assert!(store.app_key(org, project, "app-rb-1", "key-rb-5").await.expect("app_key").is_some());
+    fresh.drop_database().await;
+}
+
+fn api_key_created(n: u32) -> Event {
+    Event::ApiKeyCreated {
+        origin: Origin::default(),
+        settings: Settings {
+            title: format!("key {n}"),
+            scopes: vec!["keys:read".into()],
+            ..Settings::default()
+        },
+        secret: secret(&format!("hash-{n}")),
+    }
+}
+
+fn secret(hash: &str) -> SecretRef {
+    SecretRef { secret_hash: hash.into(), prefix: format!("km_live_{hash}"), last_four: "abcd".into() }
+}
+
+on_both_databases!(
+    api_key_secrets_are_found_through_rolls_and_revocation,
+    api_key_secrets_are_found_through_rolls_and_revocation
+);
+async fn api_key_secrets_are_found_through_rolls_and_revocation(db: Db) {
+    let mut fresh = FreshDb::create(&db).await;
+    let store = fresh.open_store().await;
+    write(&store, append(AggregateType::ApiKey, "ak-1", "org-a", 0, vec![api_key_created(1)])).await;
+    let found = store.api_key_by_secret("hash-1").await.expect("lookup").expect("found");
+    assert_eq!(
+        (found.key.id.as_str(), found.key.status.as_str(), found.secret_expires_at),
+        ("ak-1", "active", None)
+    );
+    assert_eq!(found.key.created_by, CREATOR);
+
+    let rolled = Event::ApiKeyRolled { secret: secret("hash-1b"), old_secret_expires_at: T0 + 5 };
+    write(
+        &store,
+        Append { created_at: at(1), ..append(AggregateType::ApiKey, "ak-1", "org-a", 1, vec![rolled]) },
+    )
+    .await;
+    let old = store.api_key_by_secret("hash-1").await.expect("lookup").expect("old secret");
+    let new = store.api_key_by_secret("hash-1b").await.expect("lookup").expect("new secret");
+    assert_eq!((old.secret_expires_at, new.secret_expires_at), (Some(T0 + 5), None));
+    assert_eq!((new.key.prefix.as_str(), new.key.details.sequence), ("km_live_hash-1b", 2));
+
+    write(
+        &store,
+        Append {
+            created_at: at(2),
+            ..append(AggregateType::ApiKey, "ak-1", "org-a", 2, vec![Event::ApiKeyDeleted])
+        },
+    )
+    .await;
+    let revoked = store.api_key("org-a", "ak-1").await.expect("read").expect("kept for audit");
+    assert_eq!(
+        (revoked.status.as_str(), revoked.deleted_at, revoked.details.changed_at),
+        ("revoked", Some(T0 + 2), T0 + 2)
+    );
+    assert_eq!(store.api_key("org-b", "ak-1").await.expect("read"), None, "scoped by organization");
+    assert_eq!(store.api_key_by_secret("hash-unknown").await.expect("lookup"), None);
+    fresh.drop_database().await;
+}
+
+on_both_databases!(api_key_usage_adds_up_per_utc_day, api_key_usage_adds_up_per_utc_day);
+async fn api_key_usage_adds_up_per_utc_day(db: Db) {
+    let mut fresh = FreshDb::create(&db).await;
+    let store = fresh.open_store().await;
+    write(&store, append(AggregateType::ApiKey, "ak-u", "org-a", 0, vec![api_key_created(7)])).await;
+    let delta = |requests, denied, last_used_at, quota_day, quota_used| UsageDelta {
+        key_id: "ak-u".into(),
+        requests,
+        denied,
+        last_used_at,
+        quota_day,
+        quota_used,
+    };
+    let usage =
+        |store: Store| async move { store.api_key("org-a", "ak-u").await.expect("read").expect("key").usage };
+    assert_eq!(usage(store.clone()).await.total_requests, 0, "no usage before the first flush");
+    store.record_usage(&[delta(3, 1, 50, 100, 3)]).await.expect("flush");
+    store.record_usage(&[delta(2, 0, 40, 100, 2)]).await.expect("flush");
+    let after = usage(store.clone()).await;
+    // Counts add up; the last use is the latest either batch saw; the quota counts the same day on.
+    assert_eq!(
+        (after.total_requests, after.total_denied, after.last_used_at, after.quota_day, after.quota_count),
+        (5, 1, 50, 100, 5)
+    );
+    // A later day starts the quota count over; a batch of an earlier day does not touch it.
+    store.record_usage(&[delta(1, 0, 60, 101, 1)]).await.expect("flush");
+    store.record_usage(&[delta(1, 0, 55, 100, 4)]).await.expect("flush");
+    let after = usage(store.clone()).await;
+    assert_eq!(
+        (after.total_requests, after.last_used_at, after.quota_day, after.quota_count),
+        (7, 60, 101, 1)
+    );
+    fresh.drop_database().await;
+}
+
+on_both_databases!(api_key_pages_follow_cursors_and_filters, api_key_pages_follow_cursors_and_filters);
+async fn api_key_pages_follow_cursors_and_filters(db: Db) {
+    let mut fresh = FreshDb::create(&db).await;
+    let store = fresh.open_store().await;
+    // Two keys share a creation time, so the ID breaks the tie.
+    for (n, t) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 4)] {
+        let id = format!("ak-{n}");
+        write(
+            &store,
+            Append {
+                created_at: at(t),
+                ..append(AggregateType::ApiKey, &id, "org-p", 0, vec![api_key_created(n)])
+            },
+        )
+        .await;
+    }
+    write(&store, append(AggregateType::ApiKey, "ak-other", "org-q", 0, vec![api_key_created(9)])).await;
+    write(
+        &store,
+        Append {
+            created_at: at(5),
+            ..append(AggregateType::ApiKey, "ak-4", "org-p", 1, vec![Event::ApiKeyDeleted])
+        },
+    )
+    .await;
+    let query = |limit, cursor| ApiKeyQuery { limit, cursor, status: None, app_id: None, environment: None };
+    let ids = |rows: Vec<keymint::store::ApiKeyRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+
+    let all = ids(store.api_keys("org-p", &query(10, ApiKeyCursor::None)).await.expect("list"));
+    assert_eq!(all, ["ak-5", "ak-3", "ak-2", "ak-1"], "newest first, revoked and other orgs' keys left out");
+    let next =
+        ids(store.api_keys("org-p", &query(2, ApiKeyCursor::After("ak-3".into()))).await.expect("list"));
+    assert_eq!(next, ["ak-2", "ak-1"]);
+    let previous =
+        ids(store.api_keys("org-p", &query(1, ApiKeyCursor::Before("ak-2".into()))).await.expect("list"));
+    assert_eq!(previous, ["ak-3"], "the page just before the cursor, newest first");
+    let revoked = ApiKeyQuery { status: Some("revoked"), ..query(10, ApiKeyCursor::None) };
+    assert_eq!(ids(store.api_keys("org-p", &revoked).await.expect("list")), ["ak-4"]);
+    let live = ApiKeyQuery {
+        environment: Some("live"),
+        app_id: Some("none".into()),
+        ..query(10, ApiKeyCursor::None)
+    };
+    assert!(store.api_keys("org-p", &live).await.expect("list").is_empty(), "no key belongs to app `none`");
     fresh.drop_database().await;
 }
