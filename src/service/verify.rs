@@ -78,7 +78,8 @@ pub struct KeyView {
 
 impl KeyView {
     fn from_row(row: ApiKeyRow, secret_hash: String, secret_expires_at: Option<i64>) -> Result<KeyView> {
-        let corrupt = |e: serde_json::Error| Error::Internal(format!("API key {} cannot be decoded: {e}", row.id));
+        let corrupt =
+            |e: serde_json::Error| Error::Internal(format!("API key {} cannot be decoded: {e}", row.id));
         let origin: Origin = serde_json::from_str(&row.origin).map_err(corrupt)?;
         let settings = super::api_keys::row_settings(&row).map_err(corrupt)?;
         let allowed = AllowList::parse(&settings.allowed_cidrs)
@@ -221,7 +222,10 @@ impl Meters {
     /// The usage of a key counted here and not yet flushed.
     pub fn pending(&self, key_id: &str) -> Pending {
         let meters = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        meters.get(key_id).map(|m| m.lock().unwrap_or_else(PoisonError::into_inner).pending).unwrap_or_default()
+        meters
+            .get(key_id)
+            .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner).pending)
+            .unwrap_or_default()
     }
 
     /// Takes every key's pending usage, leaving zeros.
@@ -252,14 +256,14 @@ impl Meter {
     fn admit(&mut self, view: &KeyView, code: VerifyCode, now: Timestamp) -> (VerifyCode, Option<Decision>) {
         let mut rate = None;
         let mut code = code;
-        if code == VerifyCode::Valid {
-            if let Some(bucket) = self.bucket_for(view.settings.rate_limit, now) {
-                let decision = bucket.try_take(now);
-                if !decision.allowed {
-                    code = VerifyCode::RateLimited;
-                }
-                rate = Some(decision);
+        if code == VerifyCode::Valid
+            && let Some(bucket) = self.bucket_for(view.settings.rate_limit, now)
+        {
+            let decision = bucket.try_take(now);
+            if !decision.allowed {
+                code = VerifyCode::RateLimited;
             }
+            rate = Some(decision);
         }
         if code == VerifyCode::Valid
             && let Some(counter) = self.quota_for(view, now)
@@ -308,8 +312,13 @@ impl Meter {
             Some(counter) => *counter = QuotaCounter::restore(quota, counter.count(), counter.day()),
             None => {
                 let flushed = &view.flushed;
-                let counter = QuotaCounter::restore(quota, u64::try_from(flushed.quota_count).unwrap_or(0), flushed.quota_day);
-                self.quota = Some(if flushed.quota_day == 0 { QuotaCounter::new(quota, now) } else { counter });
+                let counter = QuotaCounter::restore(
+                    quota,
+                    u64::try_from(flushed.quota_count).unwrap_or(0),
+                    flushed.quota_day,
+                );
+                self.quota =
+                    Some(if flushed.quota_day == 0 { QuotaCounter::new(quota, now) } else { counter });
             }
         }
         self.quota.as_mut()
@@ -466,8 +475,14 @@ mod tests {
         assert_eq!(view(settings(), Origin::default(), None).check(&ok, NOW), VerifyCode::Valid);
         let revoked = Settings { status: KeyStatus::Revoked, ..settings() };
         assert_eq!(view(revoked, Origin::default(), None).check(&ok, NOW), VerifyCode::Revoked);
-        assert_eq!(view(settings(), Origin::default(), Some(NOW.micros())).check(&ok, NOW), VerifyCode::Revoked);
-        assert_eq!(view(settings(), Origin::default(), Some(NOW.micros() + 1)).check(&ok, NOW), VerifyCode::Valid);
+        assert_eq!(
+            view(settings(), Origin::default(), Some(NOW.micros())).check(&ok, NOW),
+            VerifyCode::Revoked
+        );
+        assert_eq!(
+            view(settings(), Origin::default(), Some(NOW.micros() + 1)).check(&ok, NOW),
+            VerifyCode::Valid
+        );
         let expiring = Origin { expires_at: Some(NOW.micros()), ..Origin::default() };
         assert_eq!(view(settings(), expiring.clone(), None).check(&ok, NOW), VerifyCode::Expired);
         assert_eq!(view(settings(), expiring, None).check(&ok, Timestamp(NOW.0 - 1)), VerifyCode::Valid);
@@ -475,7 +490,10 @@ mod tests {
         assert_eq!(view(inactive, Origin::default(), None).check(&ok, NOW), VerifyCode::Disabled);
         let test = Origin { environment: Environment::Test, ..Origin::default() };
         assert_eq!(view(settings(), test.clone(), None).check(&ok, NOW), VerifyCode::TestKeyNotAllowed);
-        assert_eq!(view(settings(), test, None).check(&request(&scopes, "10.1.2.3", true), NOW), VerifyCode::Valid);
+        assert_eq!(
+            view(settings(), test, None).check(&request(&scopes, "10.1.2.3", true), NOW),
+            VerifyCode::Valid
+        );
         let outside = request(&scopes, "11.0.0.1", false);
         assert_eq!(view(settings(), Origin::default(), None).check(&outside, NOW), VerifyCode::IpNotAllowed);
         let no_ip = request(&scopes, "", false);
