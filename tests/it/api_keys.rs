@@ -15,10 +15,9 @@ use keymint::{
     },
     crypto::secret::hash_secret,
 };
-use sqlx::{Connection, Row};
 use tonic::Code;
 
-use crate::helpers::{Db, TestServer, api_key_request, error_of, on_both_databases, with_token};
+use crate::helpers::{self, Db, TestServer, api_key_request, error_of, on_both_databases, with_token};
 
 /// The display prefix: `km_live_` or `km_test_` and four characters of the body.
 const PREFIX_CHARS: usize = 12;
@@ -805,7 +804,7 @@ async fn no_table_holds_an_api_key_secret(db: Db) {
     if let Some(running) = server.running.take() {
         running.shutdown().await.expect("shutdown");
     }
-    let tables = dump_every_table(server.db.url.as_deref(), &server.db.data_dir()).await;
+    let tables = helpers::dump_every_table(server.db.url.as_deref(), &server.db.data_dir()).await;
     let table =
         |name: &str| tables.iter().find(|(t, _)| t == name).map(|(_, rows)| rows.as_str()).unwrap_or("");
     // Not vacuous: the scan sees each secret's hash where lookups need it, and the usage written at shutdown.
@@ -825,59 +824,4 @@ async fn no_table_holds_an_api_key_secret(db: Db) {
     }
 
     server.stop().await;
-}
-
-/// Every table with its rows as text, read straight from the database (as projections.rs does for key material).
-async fn dump_every_table(url: Option<&str>, data_dir: &std::path::Path) -> Vec<(String, String)> {
-    let mut dump = Vec::new();
-    match url {
-        Some(url) => {
-            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-            let tables: Vec<String> = sqlx::query_scalar(
-                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
-            )
-            .fetch_all(&mut conn)
-            .await
-            .expect("tables");
-            for table in tables {
-                let rows = format!("SELECT t::text FROM {table} t");
-                let rows: Vec<String> =
-                    sqlx::query_scalar(sqlx::AssertSqlSafe(rows)).fetch_all(&mut conn).await.expect("rows");
-                dump.push((table, rows.join("\n")));
-            }
-        }
-        None => {
-            let path = data_dir.join("keymint.db");
-            let mut conn =
-                sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display())).await.expect("open");
-            let tables: Vec<String> =
-                sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
-                    .fetch_all(&mut conn)
-                    .await
-                    .expect("tables");
-            for table in tables {
-                let columns: Vec<String> =
-                    sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA table_info({table})")))
-                        .fetch_all(&mut conn)
-                        .await
-                        .expect("columns")
-                        .iter()
-                        .map(|row| row.get::<String, _>("name"))
-                        .collect();
-                // A NULL would make the whole concatenation NULL and hide the row from the scan.
-                let select = format!(
-                    "SELECT {} FROM {table}",
-                    columns
-                        .iter()
-                        .map(|c| format!("COALESCE(CAST({c} AS TEXT), '')"))
-                        .collect::<Vec<_>>()
-                        .join(" || '|' || ")
-                );
-                let rows: Vec<String> =
-                    sqlx::query_scalar(sqlx::AssertSqlSafe(select)).fetch_all(&mut conn).await.expect("rows");
-                dump.push((table, rows.join("\n")));
-            }
-        }
-    }
-    dump
 }

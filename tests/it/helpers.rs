@@ -16,6 +16,7 @@ use keymint::{
     crypto::{keygen::RsaBits, secret::new_secret},
     store::{self, EventStore},
 };
+use sqlx::{Connection, Row};
 use tempfile::TempDir;
 use tonic::{Request, metadata::MetadataValue, transport::Channel};
 
@@ -279,4 +280,59 @@ pub fn error_of(status: &tonic::Status) -> (tonic::Code, String, Vec<String>) {
         .map(|bad| bad.field_violations.iter().map(|v| v.field.clone()).collect())
         .unwrap_or_default();
     (status.code(), reason, fields)
+}
+
+/// Every table with its rows as text, read straight from the database: for scans that no secret was stored.
+pub async fn dump_every_table(url: Option<&str>, data_dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut dump = Vec::new();
+    match url {
+        Some(url) => {
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .expect("tables");
+            for table in tables {
+                let rows = format!("SELECT t::text FROM {table} t");
+                let rows: Vec<String> =
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(rows)).fetch_all(&mut conn).await.expect("rows");
+                dump.push((table, rows.join("\n")));
+            }
+        }
+        None => {
+            let path = data_dir.join("keymint.db");
+            let mut conn =
+                sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display())).await.expect("open");
+            let tables: Vec<String> =
+                sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("tables");
+            for table in tables {
+                let columns: Vec<String> =
+                    sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA table_info({table})")))
+                        .fetch_all(&mut conn)
+                        .await
+                        .expect("columns")
+                        .iter()
+                        .map(|row| row.get::<String, _>("name"))
+                        .collect();
+                // A NULL would make the whole concatenation NULL and hide the row from the scan.
+                let select = format!(
+                    "SELECT {} FROM {table}",
+                    columns
+                        .iter()
+                        .map(|c| format!("COALESCE(CAST({c} AS TEXT), '')"))
+                        .collect::<Vec<_>>()
+                        .join(" || '|' || ")
+                );
+                let rows: Vec<String> =
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(select)).fetch_all(&mut conn).await.expect("rows");
+                dump.push((table, rows.join("\n")));
+            }
+        }
+    }
+    dump
 }

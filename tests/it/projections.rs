@@ -5,9 +5,9 @@ use keymint::api::pb::keymint::{
     apikeys::v1::{DeleteApiKeyRequest, RollApiKeyRequest, UpdateApiKeyRequest},
     management::v1::{RemoveAppKeyRequest, RemoveAppRequest},
 };
-use sqlx::{Connection, Row};
+use sqlx::Connection;
 
-use crate::helpers::{Db, TestServer, key_request, on_both_databases};
+use crate::helpers::{self, Db, TestServer, key_request, on_both_databases};
 
 /// Issues keys, removes some, removes an app, and creates, updates, rolls and deletes API keys: a store with every
 /// kind of event. Returns the key files and every API-key secret issued.
@@ -126,7 +126,8 @@ async fn no_table_holds_secrets(db: Db) {
         needles.push(pem.lines().nth(5).expect("PEM body line").to_owned());
     }
 
-    let dump = dump_every_table(server.db.url.as_deref(), &server.db.data_dir()).await;
+    let tables = helpers::dump_every_table(server.db.url.as_deref(), &server.db.data_dir()).await;
+    let dump: String = tables.into_iter().map(|(_, rows)| rows + "\n").collect();
     assert!(dump.contains("BEGIN PUBLIC KEY"), "the dump covers the key tables");
     let first_hash = keymint::crypto::secret::hash_secret(&secrets[0]);
     assert!(dump.contains(&first_hash), "the dump covers the API-key secret hashes");
@@ -134,63 +135,6 @@ async fn no_table_holds_secrets(db: Db) {
         assert!(!dump.contains(needle.as_str()), "found secret material in the database: {needle:.20}…");
     }
     server.stop().await;
-}
-
-/// Every row of every table as text, read straight from the database.
-async fn dump_every_table(url: Option<&str>, data_dir: &std::path::Path) -> String {
-    let mut dump = String::new();
-    match url {
-        Some(url) => {
-            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-            let tables: Vec<String> = sqlx::query_scalar(
-                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
-            )
-            .fetch_all(&mut conn)
-            .await
-            .expect("tables");
-            for table in tables {
-                let rows = format!("SELECT t::text FROM {table} t");
-                let rows: Vec<String> =
-                    sqlx::query_scalar(sqlx::AssertSqlSafe(rows)).fetch_all(&mut conn).await.expect("rows");
-                dump.push_str(&rows.join("\n"));
-                dump.push('\n');
-            }
-        }
-        None => {
-            let path = data_dir.join("keymint.db");
-            let mut conn =
-                sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display())).await.expect("open");
-            let tables: Vec<String> =
-                sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
-                    .fetch_all(&mut conn)
-                    .await
-                    .expect("tables");
-            for table in tables {
-                let columns: Vec<String> =
-                    sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA table_info({table})")))
-                        .fetch_all(&mut conn)
-                        .await
-                        .expect("columns")
-                        .iter()
-                        .map(|row| row.get::<String, _>("name"))
-                        .collect();
-                let select = format!(
-                    "SELECT {} FROM {table}",
-                    columns
-                        .iter()
-                        // A NULL would make the whole concatenation NULL and hide the row from the scan.
-                        .map(|c| format!("COALESCE(CAST({c} AS TEXT), '')"))
-                        .collect::<Vec<_>>()
-                        .join(" || '|' || ")
-                );
-                let rows: Vec<String> =
-                    sqlx::query_scalar(sqlx::AssertSqlSafe(select)).fetch_all(&mut conn).await.expect("rows");
-                dump.push_str(&rows.join("\n"));
-                dump.push('\n');
-            }
-        }
-    }
-    dump
 }
 
 async fn execute_raw(url: Option<&str>, data_dir: &std::path::Path, sql: &'static str) {
