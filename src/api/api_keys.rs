@@ -79,7 +79,10 @@ impl ApiKeyService for ApiKeys {
         Ok(Response::new(CreateApiKeyResponse { api_key, details, secret }))
     }
 
-    async fn get_api_key(&self, request: Request<GetApiKeyRequest>) -> Result<Response<GetApiKeyResponse>, Status> {
+    async fn get_api_key(
+        &self,
+        request: Request<GetApiKeyRequest>,
+    ) -> Result<Response<GetApiKeyResponse>, Status> {
         let caller = auth::caller(&self.services, &request, Scope::ApiKeysRead).await?;
         let id = &request.get_ref().id;
         validate_ids(&[("id", id)])?;
@@ -113,7 +116,10 @@ impl ApiKeyService for ApiKeys {
             environment,
         };
         let (keys, has_more) = self.services.api_keys(&caller, filter).await.or_status()?;
-        Ok(Response::new(ListApiKeysResponse { result: keys.into_iter().map(key_message).collect(), has_more }))
+        Ok(Response::new(ListApiKeysResponse {
+            result: keys.into_iter().map(key_message).collect(),
+            has_more,
+        }))
     }
 
     async fn update_api_key(
@@ -187,7 +193,9 @@ impl ApiKeyService for ApiKeys {
         let q = r.query.unwrap_or_default();
         let range = EventRange { from_sequence: q.sequence, limit: q.limit, asc: q.asc };
         let events = self.services.api_key_changes(&caller, &r.id, range).await.or_status()?;
-        Ok(Response::new(ListApiKeyChangesResponse { result: events.into_iter().map(change_message).collect() }))
+        Ok(Response::new(ListApiKeyChangesResponse {
+            result: events.into_iter().map(change_message).collect(),
+        }))
     }
 
     async fn verify_api_key(

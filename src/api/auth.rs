@@ -13,7 +13,11 @@ use super::error::IntoStatus;
 pub const ORG_HEADER: &str = "x-org-id";
 
 /// The authenticated principal, refused unless it holds `scope`.
-pub async fn principal<T>(services: &Services, request: &Request<T>, scope: Scope) -> Result<Principal, Status> {
+pub async fn principal<T>(
+    services: &Services,
+    request: &Request<T>,
+    scope: Scope,
+) -> Result<Principal, Status> {
     let header = request.metadata().get("authorization").ok_or_else(|| {
         super::error::status(Error::Unauthenticated(
             "missing credential: send `authorization: Bearer <token>`",

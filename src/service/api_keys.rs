@@ -7,7 +7,9 @@ use crate::{
     crypto::{api_key_secret, secret::hash_secret},
     domain::{
         AggregateType, DomainError, Timestamp,
-        api_key::{self, ApiKey, Environment, KeyStatus, MAX_GRACE_MICROS, Origin, SecretRef, Settings, UPDATABLE},
+        api_key::{
+            self, ApiKey, Environment, KeyStatus, MAX_GRACE_MICROS, Origin, SecretRef, Settings, UPDATABLE,
+        },
         app,
         validate::Violations,
     },
@@ -59,7 +61,12 @@ pub struct KeyFilter {
 }
 
 impl Services {
-    pub async fn create_api_key(&self, caller: &Caller, origin: Origin, settings: Settings) -> Result<Issued> {
+    pub async fn create_api_key(
+        &self,
+        caller: &Caller,
+        origin: Origin,
+        settings: Settings,
+    ) -> Result<Issued> {
         let now = self.now();
         let mut violations = Violations::new();
         api_key::validate_origin(&origin, now, &mut violations);
@@ -97,8 +104,11 @@ impl Services {
         };
         let cursor = match (filter.starting_after, filter.ending_before) {
             (Some(_), Some(_)) => {
-                return Err(DomainError::invalid("ending_before", "give starting_after or ending_before, not both")
-                    .into());
+                return Err(DomainError::invalid(
+                    "ending_before",
+                    "give starting_after or ending_before, not both",
+                )
+                .into());
             }
             (Some(id), None) => self.cursor(caller, "starting_after", id, ApiKeyCursor::After).await?,
             (None, Some(id)) => self.cursor(caller, "ending_before", id, ApiKeyCursor::Before).await?,
@@ -141,7 +151,8 @@ impl Services {
         }
         for (i, field) in mask.iter().enumerate() {
             if !UPDATABLE.contains(&field.as_str()) {
-                violations.add(&format!("update_mask[{i}]"), format!("must be one of: {}", UPDATABLE.join(", ")));
+                violations
+                    .add(&format!("update_mask[{i}]"), format!("must be one of: {}", UPDATABLE.join(", ")));
             }
         }
         violations.into_result()?;
@@ -159,7 +170,8 @@ impl Services {
 
     /// Revokes a key: from the moment this returns, no verify on this process accepts it.
     pub async fn delete_api_key(&self, caller: &Caller, id: &str) -> Result<Written> {
-        self.command::<ApiKey, _, _>(key_target(caller, id), |key| async move { Ok(key.state.delete(id)?) }).await
+        self.command::<ApiKey, _, _>(key_target(caller, id), |key| async move { Ok(key.state.delete(id)?) })
+            .await
     }
 
     /// A new secret for the key; the old one works until `grace` has passed (0: it stops now).
@@ -170,7 +182,9 @@ impl Services {
         grace_micros: i64,
     ) -> Result<(Issued, Timestamp)> {
         if !(0..=MAX_GRACE_MICROS).contains(&grace_micros) {
-            return Err(DomainError::invalid("grace_period", "must be from 0 (stop at once) to 30 days").into());
+            return Err(
+                DomainError::invalid("grace_period", "must be from 0 (stop at once) to 30 days").into()
+            );
         }
         let current = self.api_key(caller, id).await?;
         let (secret, secret_ref) = new_secret(current.origin.environment)?;
@@ -186,7 +200,12 @@ impl Services {
     }
 
     /// A page of the key's events, with the secret's hash taken out of their payloads.
-    pub async fn api_key_changes(&self, caller: &Caller, id: &str, range: EventRange) -> Result<Vec<RecordedEvent>> {
+    pub async fn api_key_changes(
+        &self,
+        caller: &Caller,
+        id: &str,
+        range: EventRange,
+    ) -> Result<Vec<RecordedEvent>> {
         self.api_key(caller, id).await?;
         let range = EventRange { limit: super::page(0, range.limit, range.asc)?.limit, ..range };
         let mut events = self.store.events(AggregateType::ApiKey, id, range).await?;
@@ -204,13 +223,16 @@ impl Services {
         cursor: fn(String) -> ApiKeyCursor,
     ) -> Result<ApiKeyCursor> {
         if self.store.api_key(&caller.org_id, &id).await?.is_none() {
-            return Err(DomainError::invalid(field, "must be the ID of an API key of this organization").into());
+            return Err(
+                DomainError::invalid(field, "must be the ID of an API key of this organization").into()
+            );
         }
         Ok(cursor(id))
     }
 
     fn record(&self, row: ApiKeyRow) -> Result<ApiKeyRecord> {
-        let corrupt = |e: serde_json::Error| Error::Internal(format!("API key {} cannot be decoded: {e}", row.id));
+        let corrupt =
+            |e: serde_json::Error| Error::Internal(format!("API key {} cannot be decoded: {e}", row.id));
         let origin = serde_json::from_str(&row.origin).map_err(corrupt)?;
         let settings = row_settings(&row).map_err(corrupt)?;
         let usage = self.usage_with_pending(&row.id, &row.usage);
@@ -240,7 +262,12 @@ pub(super) fn row_settings(row: &ApiKeyRow) -> serde_json::Result<Settings> {
 
 /// The aggregate of one key, written on the caller's behalf.
 fn key_target<'a>(caller: &'a Caller, id: &'a str) -> Target<'a> {
-    Target { aggregate_type: AggregateType::ApiKey, id, org_id: &caller.org_id, creator: &caller.principal.id }
+    Target {
+        aggregate_type: AggregateType::ApiKey,
+        id,
+        org_id: &caller.org_id,
+        creator: &caller.principal.id,
+    }
 }
 
 /// A new secret for the environment and what may be stored of it.

@@ -7,9 +7,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use keymint::api::pb::keymint::{
     admin::v1::ListOrgsRequest,
     management::v1::{
-        AddAppKeyRequest, AddAppKeyResponse, GetAppByIdRequest, GetAppKeyRequest,
-        GetProjectByIdRequest, KeyType, ListAppChangesRequest, ListAppKeysRequest, RemoveAppKeyRequest,
-        RemoveAppRequest, RemoveProjectRequest,
+        AddAppKeyRequest, AddAppKeyResponse, GetAppByIdRequest, GetAppKeyRequest, GetProjectByIdRequest,
+        KeyType, ListAppChangesRequest, ListAppKeysRequest, RemoveAppKeyRequest, RemoveAppRequest,
+        RemoveProjectRequest,
     },
     v1::{ChangeQuery, ListQuery},
 };
