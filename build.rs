@@ -10,6 +10,14 @@ const PROTOS: &[&str] = &[
     "keymint/apikeys/v1/apikeys.proto",
 ];
 
+/// Messages whose generated Debug would print a secret.
+const SECRET_MESSAGES: &[&str] = &[
+    "keymint.apikeys.v1.CreateApiKeyResponse",
+    "keymint.apikeys.v1.RollApiKeyResponse",
+    "keymint.apikeys.v1.VerifyApiKeyRequest",
+    "keymint.management.v1.AddAppKeyResponse",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
@@ -22,6 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::write(out_dir.join("keymint_descriptor.bin"), compiler.encode_file_descriptor_set())?;
 
     tonic_prost_build::configure()
+        // Messages that carry a secret or a private key get a redacting Debug by hand (src/api/redact.rs).
+        .skip_debug(SECRET_MESSAGES)
         .build_client(true)
         .build_server(true)
         .include_file("keymint_protos.rs")

@@ -7,6 +7,7 @@ mod auth;
 mod convert;
 pub mod error;
 pub mod management;
+mod redact;
 pub mod server;
 mod telemetry;
 

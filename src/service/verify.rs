@@ -41,7 +41,7 @@ pub enum VerifyCode {
 }
 
 /// A presented secret and what the verifier requires of it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct VerifyRequest<'a> {
     pub secret: &'a str,
     /// None skips the network check.
@@ -50,6 +50,18 @@ pub struct VerifyRequest<'a> {
     pub accept_test_keys: bool,
     /// Only keys of this organization are found; None finds any (authentication of keymint's own callers).
     pub org_id: Option<&'a str>,
+}
+
+impl std::fmt::Debug for VerifyRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("secret", &"[redacted]")
+            .field("client_ip", &self.client_ip)
+            .field("required_scopes", &self.required_scopes)
+            .field("accept_test_keys", &self.accept_test_keys)
+            .field("org_id", &self.org_id)
+            .finish()
+    }
 }
 
 /// The answer: the code, and for a known key what it is and its rate limit's state after this call.

@@ -1,0 +1,78 @@
+//! Debug for the generated messages that carry a secret or a private key (build.rs skips their derived Debug):
+//! every field but the secret, which prints as `[redacted]`, so a stray `{:?}` cannot leak it.
+
+use std::fmt;
+
+use super::pb::keymint::{
+    apikeys::v1::{CreateApiKeyResponse, RollApiKeyResponse, VerifyApiKeyRequest},
+    management::v1::AddAppKeyResponse,
+};
+
+const REDACTED: &str = "[redacted]";
+
+impl fmt::Debug for CreateApiKeyResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateApiKeyResponse")
+            .field("api_key", &self.api_key)
+            .field("details", &self.details)
+            .field("secret", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for RollApiKeyResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RollApiKeyResponse")
+            .field("api_key", &self.api_key)
+            .field("details", &self.details)
+            .field("secret", &REDACTED)
+            .field("old_secret_expires_at", &self.old_secret_expires_at)
+            .finish()
+    }
+}
+
+impl fmt::Debug for VerifyApiKeyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyApiKeyRequest")
+            .field("secret", &REDACTED)
+            .field("client_ip", &self.client_ip)
+            .field("required_scopes", &self.required_scopes)
+            .field("accept_test_keys", &self.accept_test_keys)
+            .finish()
+    }
+}
+
+impl fmt::Debug for AddAppKeyResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AddAppKeyResponse")
+            .field("id", &self.id)
+            .field("details", &self.details)
+            .field("key_details", &REDACTED)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_and_key_files_never_print() {
+        let secret = "km_live_5ecretBodyThatMustNotPrint000000000000000000abcdef".to_owned();
+        let printed = [
+            format!("{:?}", CreateApiKeyResponse { secret: secret.clone(), ..Default::default() }),
+            format!("{:?}", RollApiKeyResponse { secret: secret.clone(), ..Default::default() }),
+            format!("{:?}", VerifyApiKeyRequest { secret: secret.clone(), ..Default::default() }),
+            format!(
+                "{:?}",
+                AddAppKeyResponse { key_details: secret.clone().into_bytes(), ..Default::default() }
+            ),
+        ];
+        for line in printed {
+            assert!(!line.contains("5ecretBody") && line.contains(REDACTED), "{line}");
+        }
+        // The bytes of a key file would print as numbers: check those are absent too.
+        let file = AddAppKeyResponse { key_details: vec![107, 109, 95], ..Default::default() };
+        assert!(!format!("{file:?}").contains("107"));
+    }
+}
