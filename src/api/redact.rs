@@ -1,5 +1,5 @@
-//! Debug for the generated messages that carry a secret or a private key (build.rs skips their derived Debug):
-//! every field but the secret, which prints as `[redacted]`, so a stray `{:?}` cannot leak it.
+//! Debug for the generated messages that carry a secret or a private key (build.rs skips their derived
+//! Debug): every field but the secret, which prints as `[redacted]`, so a stray `{:?}` cannot leak it.
 
 use std::fmt;
 

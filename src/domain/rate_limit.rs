@@ -109,6 +109,12 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket has refilled completely by `now`: then it is the same as a new one.
+    pub fn is_full(&mut self, now: Timestamp) -> bool {
+        self.refill(now);
+        self.level >= self.capacity()
+    }
+
     fn capacity(&self) -> u64 {
         u64::from(self.burst) * PARTS_PER_TOKEN
     }

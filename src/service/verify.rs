@@ -256,6 +256,23 @@ impl Meters {
             .collect()
     }
 
+    /// Above this many meters, flushes forget the idle ones.
+    const PRUNE_ABOVE: usize = 10_000;
+
+    /// When there are more than `above` meters, forgets those that hold nothing a new meter would not: no
+    /// unflushed usage, no quota count, and no bucket or a full one (a new bucket starts full). Keeps memory to
+    /// the keys in recent use. A meter some verify holds right now is kept: under the write lock no one can take
+    /// a new hold, so the count is exact.
+    fn prune(&self, now: Timestamp, above: usize) {
+        let mut meters = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if meters.len() <= above {
+            return;
+        }
+        meters.retain(|_, meter| {
+            Arc::strong_count(meter) > 1 || !meter.lock().unwrap_or_else(PoisonError::into_inner).is_idle(now)
+        });
+    }
+
     fn restore(&self, batch: &[(String, Pending)]) {
         for (id, pending) in batch {
             self.meter(id).lock().unwrap_or_else(PoisonError::into_inner).pending.merge(pending);
@@ -264,6 +281,10 @@ impl Meters {
 }
 
 impl Meter {
+    fn is_idle(&mut self, now: Timestamp) -> bool {
+        self.pending.is_empty() && self.quota.is_none() && self.bucket.as_mut().is_none_or(|b| b.is_full(now))
+    }
+
     /// Applies the key's rate limit, then its quota (a throttled call uses no quota), and counts the call.
     fn admit(&mut self, view: &KeyView, code: VerifyCode, now: Timestamp) -> (VerifyCode, Option<Decision>) {
         let mut rate = None;
@@ -370,6 +391,7 @@ impl Services {
     pub async fn flush_usage(&self) -> Result<usize> {
         let batch = self.meters.drain();
         if batch.is_empty() {
+            self.meters.prune(self.now(), Meters::PRUNE_ABOVE);
             return Ok(0);
         }
         let deltas: Vec<UsageDelta> = batch
@@ -387,6 +409,7 @@ impl Services {
             self.meters.restore(&batch);
             return Err(e.into());
         }
+        self.meters.prune(self.now(), Meters::PRUNE_ABOVE);
         Ok(batch.len())
     }
 
@@ -535,6 +558,42 @@ mod tests {
         assert_eq!(meter.admit(&key, VerifyCode::Valid, much_later).0, VerifyCode::QuotaExceeded);
         assert_eq!(meter.admit(&key, VerifyCode::Disabled, much_later).0, VerifyCode::Disabled);
         assert_eq!((meter.pending.requests, meter.pending.denied, meter.pending.quota_used), (3, 3, 3));
+    }
+
+    #[test]
+    fn pruning_forgets_only_meters_a_new_one_would_equal() {
+        let meters = Meters::default();
+        let limited = Settings { rate_limit: Some(RateLimit { per_second: 1, burst: 1 }), ..settings() };
+        let with_quota = Settings { daily_quota: Some(5), ..settings() };
+        let (limited, with_quota) =
+            (view(limited, Origin::default(), None), view(with_quota, Origin::default(), None));
+        for i in 0..=Meters::PRUNE_ABOVE + 4 {
+            meters.meter(&format!("idle-{i}"));
+        }
+        let admit = |id: &str, key: &KeyView| {
+            let meter = meters.meter(id);
+            meter.lock().unwrap_or_else(PoisonError::into_inner).admit(key, VerifyCode::Valid, NOW);
+        };
+        admit("pending", &limited);
+        admit("quota", &with_quota);
+        admit("emptied-bucket", &limited);
+        meters.drain();
+        admit("pending", &limited);
+        let held = meters.meter("held");
+
+        meters.prune(NOW, Meters::PRUNE_ABOVE);
+        let left: std::collections::BTreeSet<String> =
+            meters.0.read().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
+        assert_eq!(left, ["emptied-bucket", "held", "pending", "quota"].map(String::from).into());
+        // A second later the bucket is full again: nothing tells that meter from a new one.
+        meters.drain();
+        drop(held);
+        meters.prune(Timestamp(NOW.0 + 1_000_000), 0);
+        assert_eq!(
+            meters.0.read().unwrap_or_else(PoisonError::into_inner).len(),
+            1,
+            "only the quota's meter stays"
+        );
     }
 
     #[test]
