@@ -57,10 +57,6 @@ impl Environment {
             Environment::Test => "test",
         }
     }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Environment::ALL.into_iter().find(|env| env.as_str() == s)
-    }
 }
 
 /// Whether a key may be used. `Revoked` is final: only deletion sets it.

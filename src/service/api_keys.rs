@@ -231,10 +231,7 @@ impl Services {
     }
 
     fn record(&self, row: ApiKeyRow) -> Result<ApiKeyRecord> {
-        let corrupt =
-            |e: serde_json::Error| Error::Internal(format!("API key {} cannot be decoded: {e}", row.id));
-        let origin = serde_json::from_str(&row.origin).map_err(corrupt)?;
-        let settings = row_settings(&row).map_err(corrupt)?;
+        let (origin, settings) = decode(&row)?;
         let usage = self.usage_with_pending(&row.id, &row.usage);
         Ok(ApiKeyRecord {
             origin,
@@ -250,14 +247,17 @@ impl Services {
     }
 }
 
-/// A row's settings, revoked if its `status` column says so: a deletion sets only the column (its event carries
-/// no settings), so the JSON of a deleted key still holds the status it had before.
-pub(super) fn row_settings(row: &ApiKeyRow) -> serde_json::Result<Settings> {
-    let mut settings: Settings = serde_json::from_str(&row.settings)?;
+/// A row's origin and settings, the settings revoked if the `status` column says so: a deletion sets only the
+/// column (its event carries no settings), so the JSON of a deleted key still holds the status it had before.
+pub(super) fn decode(row: &ApiKeyRow) -> Result<(Origin, Settings)> {
+    let corrupt =
+        |e: serde_json::Error| Error::Internal(format!("API key {} cannot be decoded: {e}", row.id));
+    let origin = serde_json::from_str(&row.origin).map_err(corrupt)?;
+    let mut settings: Settings = serde_json::from_str(&row.settings).map_err(corrupt)?;
     if KeyStatus::parse(&row.status) == Some(KeyStatus::Revoked) {
         settings.status = KeyStatus::Revoked;
     }
-    Ok(settings)
+    Ok((origin, settings))
 }
 
 /// The aggregate of one key, written on the caller's behalf.

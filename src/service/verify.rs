@@ -3,7 +3,7 @@
 //! flushed). A verify never waits for a database write: usage goes to the store in batches.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     net::IpAddr,
     sync::{Arc, Mutex, PoisonError, RwLock},
     time::Duration,
@@ -90,10 +90,7 @@ pub struct KeyView {
 
 impl KeyView {
     fn from_row(row: ApiKeyRow, secret_hash: String, secret_expires_at: Option<i64>) -> Result<KeyView> {
-        let corrupt =
-            |e: serde_json::Error| Error::Internal(format!("API key {} cannot be decoded: {e}", row.id));
-        let origin: Origin = serde_json::from_str(&row.origin).map_err(corrupt)?;
-        let settings = super::api_keys::row_settings(&row).map_err(corrupt)?;
+        let (origin, settings) = super::api_keys::decode(&row)?;
         let allowed = AllowList::parse(&settings.allowed_cidrs)
             .map_err(|_| Error::Internal(format!("API key {} has an invalid network list", row.id)))?;
         let daily_quota = settings.daily_quota.and_then(|quota| DailyQuota::new(quota).ok());
@@ -455,9 +452,6 @@ pub struct Usage {
     pub total_denied: u64,
     pub last_used_at: Option<Timestamp>,
 }
-
-/// Metadata as verify returns it.
-pub type Metadata = BTreeMap<String, String>;
 
 #[cfg(test)]
 mod tests {
