@@ -6,6 +6,7 @@ pub mod api_keys;
 mod auth;
 mod convert;
 pub mod error;
+mod health;
 pub mod management;
 mod redact;
 pub mod server;

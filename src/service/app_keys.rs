@@ -64,11 +64,15 @@ impl Services {
         app_id: &str,
         key_id: &str,
     ) -> Result<AppKeyRow> {
-        if let Some(key) = self.keys_read.get(&caller.org_id, project_id, app_id, key_id) {
-            return Ok(key);
+        let cached = self.keys_read.get(&caller.org_id, project_id, app_id, key_id);
+        if let Some(key) = &cached
+            && self.memory_is_current()
+        {
+            return Ok(key.clone());
         }
         let generation = self.keys_read.generation();
-        let key = self.store.app_key(&caller.org_id, project_id, app_id, key_id).await?;
+        let read = self.store.app_key(&caller.org_id, project_id, app_id, key_id).await;
+        let key = super::remembered(read, cached.map(Some))?;
         let key = key.ok_or_else(|| app::key_not_found(app_id, key_id))?;
         self.keys_read.fill(generation, project_id, &key);
         Ok(key)

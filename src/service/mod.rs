@@ -14,7 +14,10 @@ pub mod verify;
 
 use std::{
     hash::{DefaultHasher, Hash, Hasher},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -51,6 +54,8 @@ pub struct Services {
     keys_read: cache::KeyCache,
     api_keys_read: verify::ApiKeyCache,
     meters: verify::Meters,
+    /// Whether the change feed delivers every change other processes commit (always, without other processes).
+    feed_live: AtomicBool,
 }
 
 /// The caller of a use case: who they are and which organization they act in.
@@ -101,6 +106,7 @@ impl Services {
             keys_read: Default::default(),
             api_keys_read: Default::default(),
             meters: Default::default(),
+            feed_live: AtomicBool::new(true),
         }
     }
 
@@ -112,13 +118,24 @@ impl Services {
             while let Some(changed) = feed.recv().await {
                 match changed {
                     Changed::Aggregate { aggregate_type, id } => self.invalidate(&aggregate_type, &id),
-                    Changed::Lost => {
+                    Changed::Down => self.feed_live.store(false, Ordering::Release),
+                    Changed::Live => {
+                        // Forget first, then trust: a read that fills the cache from here on started after
+                        // the feed listened again, so a change it misses will still be delivered.
                         self.keys_read.clear();
                         self.api_keys_read.clear();
+                        self.feed_live.store(true, Ordering::Release);
                     }
                 }
             }
         })))
+    }
+
+    /// Whether what the in-memory read models hold may be served as it is. While the change feed is down, another
+    /// process's change (a revocation) could be missing from memory: reads then ask the store, and what memory
+    /// holds stands in only while the store cannot be reached (see `remembered`).
+    fn memory_is_current(&self) -> bool {
+        self.feed_live.load(Ordering::Acquire)
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -205,6 +222,15 @@ impl Services {
             processed_position: self.store.position().await?,
             viewed_at: self.clock.now(),
         })
+    }
+}
+
+/// A store read, or, when the store cannot be reached, what memory held: the best answer there is until it
+/// is back. Nothing can be revoked meanwhile, since every write needs the store too.
+fn remembered<T>(read: crate::store::Result<T>, memory: Option<T>) -> Result<T> {
+    match (read, memory) {
+        (Err(e), Some(value)) if e.is_unavailable() => Ok(value),
+        (read, _) => Ok(read?),
     }
 }
 
