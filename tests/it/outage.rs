@@ -28,7 +28,9 @@ use tonic_health::pb::{
 
 use crate::helpers::{Db, FreshDb, TestServer, config, error_of, key_request};
 
-/// A TCP proxy to the database that can drop every connection and refuse new ones, like a restart would.
+/// A TCP proxy to the database that can drop every connection and refuse new ones, like a restart would. After
+/// a restore it lets new connections through after uneven delays (0 to 900 ms), as a database that is starting
+/// up does: so some connections of a process come back before others, and its change feed's may come last.
 struct Proxy {
     addr: SocketAddr,
     cut: watch::Sender<bool>,
@@ -41,12 +43,18 @@ impl Proxy {
         let (cut, _) = watch::channel(false);
         let cut_state = cut.clone();
         tokio::spawn(async move {
+            let (mut accepted, mut restored) = (0_u64, false);
             while let Ok((mut client, _)) = listener.accept().await {
                 let mut cut = cut_state.subscribe();
                 if *cut.borrow() {
+                    restored = true;
                     continue; // Refused: the socket is dropped at once.
                 }
+                accepted += 1;
+                let delay =
+                    if restored { Duration::from_millis(accepted * 337 % 900) } else { Duration::ZERO };
                 tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
                     let Ok(mut server) = TcpStream::connect(target).await else { return };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
@@ -96,6 +104,16 @@ async fn two_processes_behind(db: &FreshDb) -> (Proxy, TestServer, TestServer) {
     (proxy, a, b)
 }
 
+/// Restarts a local PostgreSQL cluster named `<version>/<name>` (e.g. `15/main`) with pg_ctlcluster.
+fn restart_postgres(cluster: &str) {
+    let (version, name) = cluster.split_once('/').expect("KEYMINT_TEST_RESTART_POSTGRES is <version>/<name>");
+    let status = std::process::Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", version, name, "restart"])
+        .status()
+        .expect("pg_ctlcluster");
+    assert!(status.success(), "PostgreSQL restarted");
+}
+
 fn verify(secret: &str) -> VerifyApiKeyRequest {
     VerifyApiKeyRequest { secret: secret.into(), ..VerifyApiKeyRequest::default() }
 }
@@ -115,9 +133,15 @@ async fn revocations_after_a_database_restart_reach_every_process() {
         assert_eq!(answer.code(), VerifyCode::Valid, "cached on B before the restart");
     }
 
-    proxy.cut();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    proxy.restore();
+    match std::env::var("KEYMINT_TEST_RESTART_POSTGRES") {
+        // The real thing, for a machine whose PostgreSQL the test may restart (nothing else may be using it).
+        Ok(cluster) if !cluster.is_empty() => restart_postgres(&cluster),
+        _ => {
+            proxy.cut();
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            proxy.restore();
+        }
+    }
 
     // B verifies every key over and over while A deletes them, from the moment the database is back.
     let deleted: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
