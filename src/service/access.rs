@@ -68,6 +68,8 @@ impl Services {
         Ok(principal)
     }
 
+    /// A TEST key authenticates, so that staging can read and verify; its grant carries its environment, and
+    /// `Principal::require` refuses it every call that changes something.
     async fn api_key_principal(&self, secret: &str, client_ip: Option<IpAddr>) -> Result<Principal> {
         let request =
             VerifyRequest { secret, client_ip, required_scopes: &[], accept_test_keys: true, org_id: None };
@@ -77,7 +79,10 @@ impl Services {
                 return Ok(Principal {
                     id: key.id.clone(),
                     org_id: key.org_id.clone(),
-                    grant: Grant::Scoped(key.settings.scopes.clone()),
+                    grant: Grant::Scoped {
+                        scopes: key.settings.scopes.clone(),
+                        environment: key.origin.environment,
+                    },
                 });
             }
             (VerifyCode::NotFound, _) => Error::Unauthenticated("unknown API key"),

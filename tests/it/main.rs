@@ -13,6 +13,7 @@ mod app_keys;
 mod crash;
 mod errors;
 mod outage;
+mod privileges;
 mod projections;
 mod startup;
 mod store;
