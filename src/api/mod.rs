@@ -4,8 +4,10 @@
 pub mod admin;
 pub mod api_keys;
 mod auth;
+pub mod codec;
 mod convert;
 pub mod error;
+pub mod limits;
 pub mod management;
 mod redact;
 pub mod server;
