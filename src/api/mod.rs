@@ -7,6 +7,8 @@ mod auth;
 pub mod codec;
 mod convert;
 pub mod error;
+mod framing;
+mod incoming;
 pub mod limits;
 pub mod management;
 mod redact;
