@@ -48,6 +48,7 @@ pub struct Services {
     keys: Arc<dyn KeySource>,
     locks: AggregateLocks,
     principals: access::PrincipalCache,
+    unknown_credentials: access::UnknownCredentials,
     keys_read: cache::KeyCache,
     api_keys_read: verify::ApiKeyCache,
     meters: verify::Meters,
@@ -98,6 +99,7 @@ impl Services {
             keys,
             locks: AggregateLocks::new(),
             principals: Default::default(),
+            unknown_credentials: Default::default(),
             keys_read: Default::default(),
             api_keys_read: Default::default(),
             meters: Default::default(),
@@ -113,6 +115,7 @@ impl Services {
                 match changed {
                     Changed::Aggregate { aggregate_type, id } => self.invalidate(&aggregate_type, &id),
                     Changed::Lost => {
+                        self.unknown_credentials.clear();
                         self.keys_read.clear();
                         self.api_keys_read.clear();
                     }
@@ -195,6 +198,10 @@ impl Services {
     fn invalidate(&self, aggregate_type: &str, id: &str) {
         self.keys_read.invalidate(aggregate_type, id);
         self.api_keys_read.invalidate(aggregate_type, id);
+        // A refused secret may belong to the credential or API key just written.
+        if [AggregateType::Credential, AggregateType::ApiKey].iter().any(|t| t.as_str() == aggregate_type) {
+            self.unknown_credentials.clear();
+        }
     }
 
     /// Wraps a page of rows with the list's details.
