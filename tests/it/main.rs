@@ -11,6 +11,7 @@ mod access;
 mod api_keys;
 mod app_keys;
 mod errors;
+mod limits;
 mod projections;
 mod store;
 mod transports;
