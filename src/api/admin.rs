@@ -1,4 +1,4 @@
-//! keymint.admin.v1.AdminService: organizations, for instance administrators.
+//! keymint.admin.v1.AdminService: organizations, for instance administrators (an `orgs:admin` key sees its own).
 
 use std::sync::Arc;
 

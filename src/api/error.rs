@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-use crate::{domain::DomainError, service::Error};
+use crate::{domain::DomainError, service::Error, store::Unwritable};
 
 /// The `domain` of every ErrorInfo keymint sends.
 pub const ERROR_DOMAIN: &str = "keymint";
@@ -20,6 +20,20 @@ pub fn status(error: Error) -> Status {
             "the object kept changing while this request was written; try again",
             "CONCURRENT_MODIFICATION",
         ),
+        // The circuit logs an outage once; each refused call is only counted by the request log.
+        Error::Unavailable(_) => with_reason(
+            Code::Unavailable,
+            "the database cannot be reached right now; nothing was written, try again shortly",
+            "STORE_UNAVAILABLE",
+        ),
+        Error::Unwritable(why) => {
+            tracing::warn!(%why, "the database refused a write");
+            let (code, reason) = match why {
+                Unwritable::ReadOnly => (Code::Unavailable, "STORE_READ_ONLY"),
+                Unwritable::Full => (Code::ResourceExhausted, "STORE_FULL"),
+            };
+            with_reason(code, format!("{why}: nothing was written"), reason)
+        }
         Error::Internal(cause) => {
             // The cause is logged here, once, and never sent: it may name internals.
             tracing::error!(%cause, "internal error");

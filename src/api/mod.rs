@@ -8,6 +8,7 @@ pub mod codec;
 mod convert;
 pub mod error;
 mod framing;
+mod health;
 mod incoming;
 pub mod limits;
 pub mod management;

@@ -76,6 +76,7 @@ pub async fn serve(
     health.set_serving::<AdminServiceServer<Admin>>().await;
     health.set_serving::<ManagementServiceServer<Management>>().await;
     health.set_serving::<ApiKeyServiceServer<ApiKeys>>().await;
+    tokio::spawn(super::health::follow_store(health.clone(), services.store().state()));
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()

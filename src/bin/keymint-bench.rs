@@ -235,6 +235,12 @@ async fn run(args: Args) -> BenchResult<u64> {
     if run_reads {
         let key_ids = seed(&running, &target, args.seed_keys).await?;
         wait_for_full_pool(&running).await;
+        let (fresh, mut seeded) = add_key_by_history(&channels[0], &target, 24).await?;
+        seeded.extra.insert("p50_ratio_to_fresh_app", seeded.percentile_ms(50.0) / fresh.percentile_ms(50.0));
+        fresh.print();
+        seeded.print();
+        all.extend([fresh, seeded]);
+        wait_for_full_pool(&running).await;
         for mut figures in [
             get_app_key(&channels, &target, &key_ids, args.concurrency, Duration::from_secs(args.seconds))
                 .await,
@@ -390,6 +396,31 @@ async fn wait_for_full_pool(running: &Running) {
     while Instant::now() < deadline && running.key_pool.stats().iter().any(|s| s.depth < s.capacity) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// AddAppKey one call at a time, alternating between the app seeded with many keys and a fresh app of the same
+/// project (so that drift hits both alike): a write must cost the same at any history length.
+async fn add_key_by_history(channel: &Channel, seeded: &Target, n: usize) -> BenchResult<(Figures, Figures)> {
+    let mut client = ManagementServiceClient::new(channel.clone());
+    let request = AddApiAppRequest { project_id: seeded.project_id.clone(), name: "bench-fresh".into() };
+    let fresh_app = client.add_api_app(seeded.req(request)).await?.into_inner().app_id;
+    let fresh = Target { app_id: fresh_app, ..seeded.clone() };
+    let mut figures = [
+        Figures { name: "add-app-key-fresh-app", ..Figures::default() },
+        Figures { name: "add-app-key-seeded-app", ..Figures::default() },
+    ];
+    for i in 0..n * 2 {
+        let (target, figures) =
+            if i % 2 == 0 { (&fresh, &mut figures[0]) } else { (seeded, &mut figures[1]) };
+        let one = Instant::now();
+        let ok = client.add_app_key(target.add_key()).await.is_ok();
+        figures.seconds += one.elapsed().as_secs_f64();
+        figures.latencies_us.push(one.elapsed().as_micros() as u64);
+        figures.calls += u64::from(ok);
+        figures.errors += u64::from(!ok);
+    }
+    let [fresh, seeded] = figures;
+    Ok((fresh, seeded))
 }
 
 /// `n` AddAppKey calls at once against a full pool.

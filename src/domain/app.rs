@@ -1,8 +1,6 @@
 //! Applications and their keys. An application is one aggregate: creating it is its sequence 1, and every key
 //! added to or removed from it advances its sequence.
 
-use std::collections::HashSet;
-
 use super::{DomainError, Event, Timestamp, aggregate::Aggregate, events::KeyType, validate::Violations};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -19,8 +17,6 @@ pub struct App {
     pub project_id: String,
     pub name: String,
     pub client_id: String,
-    /// The IDs of the keys that are not removed.
-    pub keys: HashSet<String>,
 }
 
 impl Aggregate for App {
@@ -32,16 +28,9 @@ impl Aggregate for App {
                 self.name = name.clone();
                 self.client_id = client_id.clone();
             }
-            Event::AppKeyAdded { key_id, .. } => {
-                self.keys.insert(key_id.clone());
-            }
-            Event::AppKeyRemoved { key_id } => {
-                self.keys.remove(key_id);
-            }
-            Event::AppRemoved { .. } => {
-                self.status = Status::Removed;
-                self.keys.clear();
-            }
+            // Which keys are live is not part of the state: an app may hold any number of keys, and the one rule
+            // that needs it (a key is removed once) is given the answer by the caller.
+            Event::AppRemoved { .. } => self.status = Status::Removed,
             _ => {}
         }
     }
@@ -108,14 +97,16 @@ impl App {
         }])
     }
 
+    /// Removes a key that is live (`key_is_live`: added to this app and not removed since).
     pub fn remove_key(
         &self,
         app_id: &str,
         project_id: &str,
         key_id: &str,
+        key_is_live: bool,
     ) -> Result<Vec<Event>, DomainError> {
         self.ensure_active(app_id, project_id)?;
-        if !self.keys.contains(key_id) {
+        if !key_is_live {
             return Err(key_not_found(app_id, key_id));
         }
         Ok(vec![Event::AppKeyRemoved { key_id: key_id.to_owned() }])
@@ -199,20 +190,17 @@ mod tests {
     }
 
     #[test]
-    fn a_key_is_removed_once() {
-        let mut app = live_app();
-        app.state.apply(&Event::AppKeyAdded {
-            key_id: "k".into(),
-            key_type: KeyType::Json,
-            expiration: Timestamp::NEVER.0,
-            public_key: "pem".into(),
-        });
-        let removed = app.state.remove_key("a", "p", "k");
+    fn only_a_live_key_is_removed() {
+        let app = live_app();
+        let removed = app.state.remove_key("a", "p", "k", true);
         assert_eq!(removed.ok(), Some(vec![Event::AppKeyRemoved { key_id: "k".into() }]));
-        app.state.apply(&Event::AppKeyRemoved { key_id: "k".into() });
         assert!(matches!(
-            app.state.remove_key("a", "p", "k"),
+            app.state.remove_key("a", "p", "k", false),
             Err(DomainError::NotFound { reason: "APP_KEY_NOT_FOUND", .. })
+        ));
+        assert!(matches!(
+            app.state.remove_key("a", "other", "k", true),
+            Err(DomainError::NotFound { reason: "APP_NOT_FOUND", .. })
         ));
     }
 }

@@ -23,7 +23,7 @@ use crate::{
         org::Org,
         principal::{Grant, Principal},
     },
-    store::Page,
+    store::{Append, Page, StoreError, files},
 };
 
 use super::{
@@ -82,6 +82,8 @@ impl Services {
         Ok(principal)
     }
 
+    /// A TEST key authenticates, so that staging can read and verify; its grant carries its environment, and
+    /// `Principal::require` refuses it every call that changes something.
     async fn api_key_principal(&self, secret: &str, client_ip: Option<IpAddr>) -> Result<Principal> {
         let request =
             VerifyRequest { secret, client_ip, required_scopes: &[], accept_test_keys: true, org_id: None };
@@ -91,7 +93,10 @@ impl Services {
                 return Ok(Principal {
                     id: key.id.clone(),
                     org_id: key.org_id.clone(),
-                    grant: Grant::Scoped(key.settings.scopes.clone()),
+                    grant: Grant::Scoped {
+                        scopes: key.settings.scopes.clone(),
+                        environment: key.origin.environment,
+                    },
                 });
             }
             (VerifyCode::NotFound, _) => Error::Unauthenticated("unknown API key"),
@@ -133,6 +138,9 @@ impl Services {
     /// Sets up an empty store: the first organization and an instance-admin credential. The token is `supplied`
     /// when given, else generated and written to `<data_dir>/admin.token` (mode 0600). On a store set up before,
     /// a supplied token that is not yet known is added as another instance-admin credential.
+    ///
+    /// A first start leaves all or nothing: a generated token is on disk (under a name of its own) before the
+    /// organization and the credential are written in one transaction, and takes its final name only after it.
     pub async fn bootstrap(&self, data_dir: &Path, supplied: Option<&str>) -> Result<AdminToken> {
         if let Some(token) = supplied
             && token.len() < MIN_SUPPLIED_TOKEN_LEN
@@ -146,32 +154,56 @@ impl Services {
                 self.ensure_admin_credential(token).await?;
                 return Ok(AdminToken::Supplied);
             }
+            if self.store.credential_count().await? == 0 {
+                warn!(
+                    "this store has no instance-admin credential: start keymint once with \
+                     KEYMINT_ADMIN_TOKEN=<a secret of {MIN_SUPPLIED_TOKEN_LEN} or more characters> to add one"
+                );
+            }
             return Ok(AdminToken::Existing);
         }
 
-        let org_id = self.new_id();
-        let target =
-            Target { aggregate_type: AggregateType::Org, id: &org_id, org_id: &org_id, creator: "system" };
-        match self.command::<Org, _, _>(target, |org| async move { Ok(org.state.add(FIRST_ORG_NAME)?) }).await
-        {
+        let generated = match supplied {
+            Some(_) => None,
+            None => Some(new_secret(ADMIN_TOKEN_PREFIX)?),
+        };
+        let pending = match &generated {
+            Some(token) => Some(PendingTokenFile::write(data_dir, token)?),
+            None => None,
+        };
+        let token = supplied.or(generated.as_deref().map(String::as_str)).unwrap_or_default();
+        let (org_id, credential_id) = (self.new_id(), self.new_id());
+        let org_events = Org::default().add(FIRST_ORG_NAME)?;
+        let credential =
+            Event::CredentialAdded { token_hash: hash_secret(token), role: CredentialRole::InstanceAdmin };
+        let at = self.now();
+        let first = |aggregate_type, aggregate_id, events| Append {
+            aggregate_type,
+            aggregate_id,
+            resource_owner: &org_id,
+            creator: "system",
+            created_at: at,
+            expected_sequence: 0,
+            events,
+        };
+        let appends = vec![
+            first(AggregateType::Org, &org_id, org_events),
+            first(AggregateType::Credential, &credential_id, vec![credential]),
+        ];
+        match self.store.append_all(appends).await {
+            Ok(_) => {}
             // Another process sharing the database set it up at the same moment: use theirs.
-            Err(Error::Conflict | Error::Aborted) => {
+            Err(StoreError::Conflict) => {
+                drop(pending);
                 return Box::pin(self.bootstrap(data_dir, supplied)).await;
             }
-            other => other?,
-        };
+            Err(e) => return Err(e.into()),
+        }
         info!(org_id, name = FIRST_ORG_NAME, "created the first organization");
-
-        match supplied {
-            Some(token) => {
-                self.add_admin_credential(&org_id, token).await?;
-                Ok(AdminToken::Supplied)
-            }
-            None => {
-                let token = new_secret(ADMIN_TOKEN_PREFIX)?;
-                let path = data_dir.join("admin.token");
-                write_secret_file(&path, &token)?;
-                self.add_admin_credential(&org_id, &token).await?;
+        match pending {
+            None => Ok(AdminToken::Supplied),
+            Some(file) => {
+                let path = file.keep()?;
                 info!(path = %path.display(), "wrote the instance-admin token; read it from this file");
                 Ok(AdminToken::Written(path))
             }
@@ -332,22 +364,60 @@ impl Refused {
     }
 }
 
-/// Writes a secret to a new file that only its owner may read.
+/// A generated admin token on disk under a temporary name: renamed to `admin.token` once the store holds its
+/// credential, removed if it never does.
+struct PendingTokenFile {
+    temporary: PathBuf,
+    path: PathBuf,
+    kept: bool,
+}
+
+impl PendingTokenFile {
+    fn write(data_dir: &Path, token: &Zeroizing<String>) -> Result<PendingTokenFile> {
+        files::private_dir(data_dir)?;
+        let path = data_dir.join("admin.token");
+        let temporary = data_dir.join(format!("admin.token.{}.tmp", std::process::id()));
+        let file = PendingTokenFile { temporary, path, kept: false };
+        write_secret_file(&file.temporary, token)?;
+        Ok(file)
+    }
+
+    /// Gives the file its final name (an atomic rename within the directory).
+    fn keep(mut self) -> Result<PathBuf> {
+        std::fs::rename(&self.temporary, &self.path).map_err(|e| {
+            Error::Internal(format!(
+                "the store is set up, but {} could not be renamed to {}: {e}; the token is in the former",
+                self.temporary.display(),
+                self.path.display()
+            ))
+        })?;
+        self.kept = true;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for PendingTokenFile {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+    }
+}
+
+/// Writes a secret to a new file that only its owner may read, and makes it durable.
 fn write_secret_file(path: &Path, secret: &Zeroizing<String>) -> Result<()> {
     use std::io::Write;
+    let fail = |e: std::io::Error| Error::Internal(format!("cannot write {}: {e}", path.display()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file =
-        options.open(path).map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))?;
+    let mut file = options.open(path).map_err(fail)?;
     // A file left from an earlier setup keeps its mode on open: narrow it before writing.
     #[cfg(unix)]
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(|e| Error::Internal(format!("cannot restrict {}: {e}", path.display())))?;
-    file.write_all(secret.as_bytes())
-        .and_then(|()| file.write_all(b"\n"))
-        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(fail)?;
+    file.write_all(secret.as_bytes()).and_then(|()| file.write_all(b"\n")).map_err(fail)?;
+    file.sync_all().map_err(fail)
 }
 
 #[cfg(test)]

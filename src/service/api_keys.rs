@@ -137,7 +137,8 @@ impl Services {
         Ok((records, has_more))
     }
 
-    /// Changes the fields the mask names. Scopes may only grow to what the caller holds itself.
+    /// Changes the fields the mask names. The caller must hold every scope of the key before and after, and a
+    /// key may not change its own bounds (scopes, networks, limits, status).
     pub async fn update_api_key(
         &self,
         caller: &Caller,
@@ -145,6 +146,8 @@ impl Services {
         mask: &[String],
         requested: Settings,
     ) -> Result<(ApiKeyRecord, Written)> {
+        // Before validation, so that a key asking for its own `expires_at` hears why, not that it is unknown.
+        caller.principal.may_update_key(id, mask)?;
         let mut violations = Violations::new();
         if mask.is_empty() {
             violations.add("update_mask", format!("must name at least one of: {}", UPDATABLE.join(", ")));
@@ -162,19 +165,28 @@ impl Services {
         let written = self
             .command::<ApiKey, _, _>(key_target(caller, id), |key| {
                 let requested = &requested;
-                async move { Ok(key.state.update(id, mask, requested)?) }
+                async move {
+                    // Checked on the state the write is decided on, so a concurrent widening cannot slip past.
+                    caller.principal.may_act_on(id, &key.state.settings.scopes)?;
+                    Ok(key.state.update(id, mask, requested)?)
+                }
             })
             .await?;
         Ok((self.api_key(caller, id).await?, written))
     }
 
-    /// Revokes a key: from the moment this returns, no verify on this process accepts it.
+    /// Revokes a key: from the moment this returns, no verify on this process accepts it. Only a caller holding
+    /// every scope of the key may: revoking a stronger key would take it from whoever holds it.
     pub async fn delete_api_key(&self, caller: &Caller, id: &str) -> Result<Written> {
-        self.command::<ApiKey, _, _>(key_target(caller, id), |key| async move { Ok(key.state.delete(id)?) })
-            .await
+        self.command::<ApiKey, _, _>(key_target(caller, id), |key| async move {
+            caller.principal.may_act_on(id, &key.state.settings.scopes)?;
+            Ok(key.state.delete(id)?)
+        })
+        .await
     }
 
-    /// A new secret for the key; the old one works until `grace` has passed (0: it stops now).
+    /// A new secret for the key; the old one works until `grace` has passed (0: it stops now). The caller
+    /// receives the new secret, so it must hold every scope of the key; a key may roll itself.
     pub async fn roll_api_key(
         &self,
         caller: &Caller,
@@ -192,7 +204,10 @@ impl Services {
         let written = self
             .command::<ApiKey, _, _>(key_target(caller, id), |key| {
                 let secret_ref = secret_ref.clone();
-                async move { Ok(key.state.roll(id, secret_ref, old_expires_at)?) }
+                async move {
+                    caller.principal.may_act_on(id, &key.state.settings.scopes)?;
+                    Ok(key.state.roll(id, secret_ref, old_expires_at)?)
+                }
             })
             .await?;
         let key = self.api_key(caller, id).await?;

@@ -6,7 +6,7 @@ use crate::{
     crypto::{key_file::application_key_file, keygen::RsaBits},
     domain::{
         Timestamp,
-        app::{self, App, NewKey},
+        app::{self, NewKey},
         events::KeyType,
     },
     store::AppKeyRow,
@@ -46,8 +46,9 @@ impl Services {
             public_key_pem: pair.public_spki_pem().to_owned(),
         };
         let now = self.now();
+        let load = || self.app_state(caller, project_id, app_id);
         let written = self
-            .command::<App, _, _>(app_target(caller, app_id), |app| {
+            .command_from(app_target(caller, app_id), load, |app| {
                 let new_key = new_key.clone();
                 async move { Ok(app.state.add_key(app_id, project_id, new_key, now)?) }
             })
@@ -64,11 +65,15 @@ impl Services {
         app_id: &str,
         key_id: &str,
     ) -> Result<AppKeyRow> {
-        if let Some(key) = self.keys_read.get(&caller.org_id, project_id, app_id, key_id) {
-            return Ok(key);
+        let cached = self.keys_read.get(&caller.org_id, project_id, app_id, key_id);
+        if let Some(key) = &cached
+            && self.memory_is_current()
+        {
+            return Ok(key.clone());
         }
         let generation = self.keys_read.generation();
-        let key = self.store.app_key(&caller.org_id, project_id, app_id, key_id).await?;
+        let read = self.store.app_key(&caller.org_id, project_id, app_id, key_id).await;
+        let key = super::remembered(read, cached.map(Some))?;
         let key = key.ok_or_else(|| app::key_not_found(app_id, key_id))?;
         self.keys_read.fill(generation, project_id, &key);
         Ok(key)
@@ -97,8 +102,10 @@ impl Services {
         key_id: &str,
     ) -> Result<Written> {
         self.project(caller, project_id).await?;
-        self.command::<App, _, _>(app_target(caller, app_id), |app| async move {
-            Ok(app.state.remove_key(app_id, project_id, key_id)?)
+        let load = || self.app_state(caller, project_id, app_id);
+        self.command_from(app_target(caller, app_id), load, |app| async move {
+            let live = self.store.app_key(&caller.org_id, project_id, app_id, key_id).await?.is_some();
+            Ok(app.state.remove_key(app_id, project_id, key_id, live)?)
         })
         .await
     }

@@ -3,12 +3,13 @@
 use crate::{
     domain::{
         AggregateType, DomainError,
+        aggregate::Loaded,
         app::{self, App},
     },
     store::{AppRow, EventRange, RecordedEvent},
 };
 
-use super::{Caller, ListView, Result, Services, Target, Written, page};
+use super::{Caller, Error, ListView, Result, Services, Target, Written, page};
 
 /// A new application: its ID, the write, and the client ID it presents.
 #[derive(Debug, Clone)]
@@ -64,10 +65,34 @@ impl Services {
     /// Removes the application; its keys disappear from every read with it.
     pub async fn remove_app(&self, caller: &Caller, project_id: &str, app_id: &str) -> Result<Written> {
         self.project(caller, project_id).await?;
-        self.command::<App, _, _>(app_target(caller, app_id), |app| async move {
+        let load = || self.app_state(caller, project_id, app_id);
+        self.command_from(app_target(caller, app_id), load, |app| async move {
             Ok(app.state.remove(app_id, project_id)?)
         })
         .await
+    }
+
+    /// The application's state as its read model holds it, at the sequence of its last event: what every rule
+    /// of an existing app needs, read in one row. Replaying its events instead would cost a row per key ever
+    /// added. A removed app, or one of another project or organization, has no row and loads as absent.
+    pub(super) async fn app_state(
+        &self,
+        caller: &Caller,
+        project_id: &str,
+        app_id: &str,
+    ) -> Result<Loaded<App>> {
+        let Some(row) = self.store.app(&caller.org_id, project_id, app_id).await? else {
+            return Ok(Loaded::default());
+        };
+        let state = App {
+            status: app::Status::Active,
+            project_id: row.project_id,
+            name: row.name,
+            client_id: row.client_id,
+        };
+        let sequence = u64::try_from(row.details.sequence)
+            .map_err(|_| Error::Internal(format!("app {app_id} has a negative sequence")))?;
+        Ok(Loaded { state, sequence })
     }
 
     /// The application's events, including its removal: readable while its project exists.

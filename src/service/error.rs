@@ -1,6 +1,10 @@
 //! The service layer's error: what a use case answers when it cannot do what was asked.
 
-use crate::{crypto::CryptoError, domain::DomainError, store::StoreError};
+use crate::{
+    crypto::CryptoError,
+    domain::DomainError,
+    store::{StoreError, Unwritable},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,6 +20,12 @@ pub enum Error {
     /// Lost the write race on every try.
     #[error("the object kept changing while this request was written; try again")]
     Aborted,
+    /// The database cannot be reached now; nothing was written. The cause is for the log.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The database refuses writes (read-only, disk full); nothing was written.
+    #[error("{0}")]
+    Unwritable(Unwritable),
     /// A fault of the store or the machine. The message is for the log, never for the caller.
     #[error("{0}")]
     Internal(String),
@@ -25,6 +35,8 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict => Error::Conflict,
+            StoreError::Unavailable(cause) => Error::Unavailable(cause),
+            StoreError::Unwritable(why) => Error::Unwritable(why),
             other => Error::Internal(other.to_string()),
         }
     }

@@ -14,7 +14,10 @@ pub mod verify;
 
 use std::{
     hash::{DefaultHasher, Hash, Hasher},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -52,6 +55,8 @@ pub struct Services {
     keys_read: cache::KeyCache,
     api_keys_read: verify::ApiKeyCache,
     meters: verify::Meters,
+    /// Whether the change feed delivers every change other processes commit (always, without other processes).
+    feed_live: AtomicBool,
 }
 
 /// The caller of a use case: who they are and which organization they act in.
@@ -103,6 +108,7 @@ impl Services {
             keys_read: Default::default(),
             api_keys_read: Default::default(),
             meters: Default::default(),
+            feed_live: AtomicBool::new(true),
         }
     }
 
@@ -114,14 +120,25 @@ impl Services {
             while let Some(changed) = feed.recv().await {
                 match changed {
                     Changed::Aggregate { aggregate_type, id } => self.invalidate(&aggregate_type, &id),
-                    Changed::Lost => {
+                    Changed::Down => self.feed_live.store(false, Ordering::Release),
+                    Changed::Live => {
+                        // Forget first, then trust: a read that fills the cache from here on started after
+                        // the feed listened again, so a change it misses will still be delivered.
                         self.unknown_credentials.clear();
                         self.keys_read.clear();
                         self.api_keys_read.clear();
+                        self.feed_live.store(true, Ordering::Release);
                     }
                 }
             }
         })))
+    }
+
+    /// Whether what the in-memory read models hold may be served as it is. While the change feed is down, another
+    /// process's change (a revocation) could be missing from memory: reads then ask the store, and what memory
+    /// holds stands in only while the store cannot be reached (see `remembered`).
+    fn memory_is_current(&self) -> bool {
+        self.feed_live.load(Ordering::Acquire)
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -136,11 +153,16 @@ impl Services {
         self.ids.next_id(self.clock.now())
     }
 
-    /// Loads an aggregate owned by `org_id`. One owned by another organization loads as absent, so that every
-    /// rule answers NOT_FOUND for it.
-    async fn load<S: Aggregate>(&self, target: &Target<'_>) -> Result<Loaded<S>> {
-        let recorded = self.store.load(target.aggregate_type, target.id).await?;
-        if recorded.first().is_some_and(|first| first.resource_owner != target.org_id) {
+    /// Loads an aggregate owned by `org_id` from its events. One owned by another organization loads as absent,
+    /// so that every rule answers NOT_FOUND for it.
+    async fn load<S: Aggregate>(
+        &self,
+        aggregate_type: AggregateType,
+        id: &str,
+        org_id: &str,
+    ) -> Result<Loaded<S>> {
+        let recorded = self.store.load(aggregate_type, id).await?;
+        if recorded.first().is_some_and(|first| first.resource_owner != org_id) {
             return Ok(Loaded::default());
         }
         let events = recorded
@@ -151,20 +173,39 @@ impl Services {
         Ok(Loaded::replay(&events))
     }
 
-    /// Runs `decide` on the aggregate's current state and appends what it returns. A lost race is decided again
-    /// on fresh state, up to MAX_ATTEMPTS times; writers in this process queue on a lock per aggregate first, so
-    /// only other processes can make us lose.
+    /// Runs `decide` on the aggregate's current state, replayed from its events, and appends what it returns.
     /// `decide` may read the read models too (e.g. whether a name is taken): a unique index on them makes a
     /// concurrent duplicate lose the race, and the retry then sees the name taken.
-    async fn command<S, F, Fut>(&self, target: Target<'_>, mut decide: F) -> Result<Written>
+    async fn command<S, F, Fut>(&self, target: Target<'_>, decide: F) -> Result<Written>
     where
         S: Aggregate,
         F: FnMut(Loaded<S>) -> Fut,
         Fut: Future<Output = Result<Vec<Event>>>,
     {
+        let (aggregate_type, id, org_id) = (target.aggregate_type, target.id, target.org_id);
+        self.command_from(target, || self.load::<S>(aggregate_type, id, org_id), decide).await
+    }
+
+    /// Runs `decide` on the state `load` returns and appends what it returns at that state's sequence. `load`
+    /// may read a read model that records the aggregate's sequence (see `apps::app_state`): the append then
+    /// fails exactly as it would on replayed state if another write came between. A lost race is decided again
+    /// on fresh state, up to MAX_ATTEMPTS times; writers in this process queue on a lock per aggregate first,
+    /// so only other processes can make us lose.
+    async fn command_from<S, L, LoadFut, F, Fut>(
+        &self,
+        target: Target<'_>,
+        mut load: L,
+        mut decide: F,
+    ) -> Result<Written>
+    where
+        L: FnMut() -> LoadFut,
+        LoadFut: Future<Output = Result<Loaded<S>>>,
+        F: FnMut(Loaded<S>) -> Fut,
+        Fut: Future<Output = Result<Vec<Event>>>,
+    {
         let _queued = self.locks.lock(target.aggregate_type, target.id).await;
         for attempt in 0..MAX_ATTEMPTS {
-            let loaded = self.load::<S>(&target).await?;
+            let loaded = load().await?;
             let expected = loaded.sequence;
             let events = decide(loaded).await?;
             match self.append(&target, expected, events).await {
@@ -212,6 +253,15 @@ impl Services {
             processed_position: self.store.position().await?,
             viewed_at: self.clock.now(),
         })
+    }
+}
+
+/// A store read, or, when the store cannot be reached, what memory held: the best answer there is until it
+/// is back. Nothing can be revoked meanwhile, since every write needs the store too.
+fn remembered<T>(read: crate::store::Result<T>, memory: Option<T>) -> Result<T> {
+    match (read, memory) {
+        (Err(e), Some(value)) if e.is_unavailable() => Ok(value),
+        (read, _) => Ok(read?),
     }
 }
 

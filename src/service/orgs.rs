@@ -1,4 +1,5 @@
-//! Organizations: created and read by instance administrators (and API keys they gave `orgs:admin`).
+//! Organizations: created by instance administrators; read by them across the instance, and by an organization's
+//! own `orgs:admin` keys, which see only their own organization.
 
 use crate::{
     domain::{
@@ -6,14 +7,17 @@ use crate::{
         org::Org,
         principal::{Principal, Scope},
     },
-    store::OrgRow,
+    store::{Listed, OrgRow},
 };
 
 use super::{ListView, Result, Services, Target, Written, page};
 
 impl Services {
+    /// Instance admins only: an organization's credential, even one given `orgs:admin` before this rule, must
+    /// not create organizations it would then not be allowed to see.
     pub async fn add_org(&self, principal: &Principal, name: &str) -> Result<(String, Written)> {
         principal.require(Scope::OrgsAdmin)?;
+        principal.require_instance_admin("create organizations")?;
         let id = self.new_id();
         let target =
             Target { aggregate_type: AggregateType::Org, id: &id, org_id: &id, creator: &principal.id };
@@ -30,14 +34,16 @@ impl Services {
         Ok((id, written))
     }
 
+    /// One organization, if the principal sees it: other organizations are not found, never visible.
     pub async fn org(&self, principal: &Principal, id: &str) -> Result<OrgRow> {
         principal.require(Scope::OrgsAdmin)?;
-        let org = self.store.org(id).await?;
+        let org = if principal.sees_org(id) { self.store.org(id).await? } else { None };
         org.ok_or_else(|| {
             DomainError::not_found("ORG_NOT_FOUND", format!("organization {id} not found")).into()
         })
     }
 
+    /// Every organization for an instance admin; for anyone else, a list of one: their own.
     pub async fn orgs(
         &self,
         principal: &Principal,
@@ -46,7 +52,15 @@ impl Services {
         asc: bool,
     ) -> Result<ListView<OrgRow>> {
         principal.require(Scope::OrgsAdmin)?;
-        let listed = self.store.orgs(page(offset, limit, asc)?).await?;
+        let page = page(offset, limit, asc)?;
+        let listed = if principal.is_instance_admin() {
+            self.store.orgs(page).await?
+        } else {
+            let own: Vec<OrgRow> = self.store.org(&principal.org_id).await?.into_iter().collect();
+            let total = own.len() as u64;
+            let items = if page.offset == 0 { own } else { vec![] };
+            Listed { items, total }
+        };
         self.list_view(listed).await
     }
 }

@@ -44,7 +44,7 @@ pub enum VerifyCode {
 #[derive(Clone, Copy)]
 pub struct VerifyRequest<'a> {
     pub secret: &'a str,
-    /// None skips the network check.
+    /// None fails the network check of a key limited to networks.
     pub client_ip: Option<IpAddr>,
     pub required_scopes: &'a [String],
     pub accept_test_keys: bool,
@@ -118,7 +118,10 @@ impl KeyView {
             VerifyCode::Disabled
         } else if self.origin.environment == Environment::Test && !request.accept_test_keys {
             VerifyCode::TestKeyNotAllowed
-        } else if request.client_ip.is_some_and(|ip| !self.allowed.allows(ip)) {
+        } else if !self.settings.allowed_cidrs.is_empty()
+            && request.client_ip.is_none_or(|ip| !self.allowed.allows(ip))
+        {
+            // A key limited to networks is refused when the verifier cannot say where the call came from.
             VerifyCode::IpNotAllowed
         } else if !request.required_scopes.iter().all(|needed| self.settings.scopes.contains(needed)) {
             VerifyCode::InsufficientScopes
@@ -364,14 +367,25 @@ impl Services {
             return Ok(not_found);
         }
         let hash = hash_secret(request.secret);
-        let view = match self.api_keys_read.get(&hash) {
-            Some(view) => view,
-            None => {
+        let cached = self.api_keys_read.get(&hash);
+        let view = match cached {
+            Some(view) if self.memory_is_current() => view,
+            cached => {
                 let generation = self.api_keys_read.generation();
-                let Some(found) = self.store.api_key_by_secret(&hash).await? else { return Ok(not_found) };
-                let view = Arc::new(KeyView::from_row(found.key, hash.clone(), found.secret_expires_at)?);
-                self.api_keys_read.fill(generation, view.clone());
-                view
+                match self.store.api_key_by_secret(&hash).await {
+                    Ok(Some(found)) => {
+                        let view =
+                            Arc::new(KeyView::from_row(found.key, hash.clone(), found.secret_expires_at)?);
+                        self.api_keys_read.fill(generation, view.clone());
+                        view
+                    }
+                    Ok(None) => return Ok(not_found),
+                    // The store is unreachable, so nothing can have been revoked since: memory answers.
+                    Err(e) => match cached {
+                        Some(view) if e.is_unavailable() => view,
+                        _ => return Err(e.into()),
+                    },
+                }
             }
         };
         if !hashes_equal(&view.secret_hash, &hash) || request.org_id.is_some_and(|org| org != view.org_id) {
@@ -526,7 +540,9 @@ mod tests {
         let outside = request(&scopes, "11.0.0.1", false);
         assert_eq!(view(settings(), Origin::default(), None).check(&outside, NOW), VerifyCode::IpNotAllowed);
         let no_ip = request(&scopes, "", false);
-        assert_eq!(view(settings(), Origin::default(), None).check(&no_ip, NOW), VerifyCode::Valid);
+        assert_eq!(view(settings(), Origin::default(), None).check(&no_ip, NOW), VerifyCode::IpNotAllowed);
+        let anywhere = Settings { allowed_cidrs: vec![], ..settings() };
+        assert_eq!(view(anywhere, Origin::default(), None).check(&no_ip, NOW), VerifyCode::Valid);
         let more = ["a:read".to_owned(), "b:read".to_owned()];
         assert_eq!(
             view(settings(), Origin::default(), None).check(&request(&more, "10.0.0.1", false), NOW),

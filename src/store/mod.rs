@@ -1,5 +1,7 @@
 //! The event store: the `events` table, the read models derived from it, and the trait both databases implement.
 
+mod circuit;
+pub mod files;
 mod migrate;
 pub mod postgres;
 pub mod projections;
@@ -12,6 +14,7 @@ use async_trait::async_trait;
 
 use crate::domain::{AggregateType, Event, Timestamp, events::DecodeError};
 
+pub use circuit::{Guarded, StoreState};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -21,6 +24,13 @@ pub enum StoreError {
     /// Another writer appended to the aggregate first, or a unique read-model constraint was hit.
     #[error("another write to the same object won the race")]
     Conflict,
+    /// The database cannot be reached (refused, reset, timed out, shutting down), or the circuit is open because
+    /// it could not be reached a moment ago. Nothing was written.
+    #[error("database unreachable: {0}")]
+    Unavailable(String),
+    /// The database refuses writes: its file is read-only or its disk is full. Nothing was written.
+    #[error("{0}")]
+    Unwritable(Unwritable),
     #[error("database: {0}")]
     Database(#[source] sqlx::Error),
     #[error("migration {version} failed: {cause}")]
@@ -31,12 +41,61 @@ pub enum StoreError {
     Config(String),
 }
 
+/// Why a database refuses writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unwritable {
+    #[error("the database is read-only")]
+    ReadOnly,
+    #[error("the disk holding the database is full")]
+    Full,
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            sqlx::Error::Database(db) => match classify_code(db.code().as_deref().unwrap_or_default()) {
+                Some(DatabaseCode::Unreachable) => StoreError::Unavailable(db.message().to_owned()),
+                Some(DatabaseCode::Unwritable(why)) => StoreError::Unwritable(why),
+                None => StoreError::Database(e),
+            },
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
             _ => StoreError::Database(e),
         }
+    }
+}
+
+impl StoreError {
+    /// Whether the database could not be reached, so that an answer from memory may stand in.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+enum DatabaseCode {
+    Unreachable,
+    Unwritable(Unwritable),
+}
+
+/// Sorts the error codes that mean "not reachable now" or "cannot write" from the rest. PostgreSQL's are
+/// SQLSTATEs (class 08: connection exception; 57P01-57P03: shutting down or starting up); SQLite's are extended
+/// result codes, whose low byte is the primary code (8: READONLY, 13: FULL).
+fn classify_code(code: &str) -> Option<DatabaseCode> {
+    if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") {
+        return Some(DatabaseCode::Unreachable);
+    }
+    // SQLSTATEs are five characters; SQLite's extended codes have at most four digits.
+    if code.len() >= 5 {
+        return None;
+    }
+    match code.parse::<u32>().ok()? & 0xff {
+        8 => Some(DatabaseCode::Unwritable(Unwritable::ReadOnly)),
+        13 => Some(DatabaseCode::Unwritable(Unwritable::Full)),
+        _ => None,
     }
 }
 
@@ -248,8 +307,12 @@ pub struct UsageDelta {
 pub enum Changed {
     /// An aggregate got new events.
     Aggregate { aggregate_type: String, id: String },
-    /// The feed lost its connection: changes may have been missed, so caches must forget everything.
-    Lost,
+    /// The feed lost its connection: changes committed from now on may be missed until it is `Live` again, so
+    /// what caches hold can no longer be trusted on its own.
+    Down,
+    /// The feed listens again. Changes committed while it was down were not delivered: caches must forget
+    /// everything they hold before they are trusted again.
+    Live,
 }
 
 /// Notifications of committed changes, in commit order.
@@ -262,6 +325,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// Appends events to one aggregate and applies them to the read models, in one transaction. Fails with
     /// `Conflict` when the aggregate's sequence is no longer `expected_sequence`.
     async fn append(&self, append: Append<'_>) -> Result<Vec<RecordedEvent>>;
+    /// Appends to several aggregates in one transaction: all of them or none.
+    async fn append_all(&self, appends: Vec<Append<'_>>) -> Result<Vec<RecordedEvent>>;
+    /// Whether the database answers, on a connection of its own (not one a busy pool may be slow to lend).
+    async fn ping(&self) -> Result<()>;
     /// All events of one aggregate, oldest first.
     async fn load(&self, aggregate_type: AggregateType, id: &str) -> Result<Vec<RecordedEvent>>;
     /// A page of one aggregate's events.
@@ -302,6 +369,8 @@ pub trait EventStore: Send + Sync + 'static {
     /// The SubjectPublicKeyInfo PEM of a live application key: what verifies tokens signed with it.
     async fn public_key(&self, app_id: &str, key_id: &str) -> Result<Option<String>>;
     async fn credential(&self, token_hash: &str) -> Result<Option<CredentialRow>>;
+    /// How many bearer credentials exist (instance-admin tokens).
+    async fn credential_count(&self) -> Result<u64>;
     /// Whether a live application with this ID belongs to the organization.
     async fn app_in_org(&self, org_id: &str, app_id: &str) -> Result<bool>;
 
@@ -317,6 +386,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// write (SQLite). Read caches follow it.
     async fn changes(&self) -> Result<Option<ChangeFeed>>;
 
+    /// Whether the store is reachable; a store without a circuit (see `Guarded`) says always.
+    fn state(&self) -> StoreState {
+        StoreState::always_up()
+    }
+
     /// Empties the read models and replays every event into them; returns the number of events replayed.
     async fn rebuild_projections(&self) -> Result<u64>;
     /// Every read-model row as text, table by table in a fixed order: for comparing two states of the models.
@@ -326,6 +400,10 @@ pub trait EventStore: Send + Sync + 'static {
 /// Opens the store a URL names: `postgres://…` for PostgreSQL, else SQLite at `<data dir>/keymint.db` (or at the
 /// `sqlite:` URL given). Runs pending migrations.
 pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn EventStore>> {
+    Ok(Arc::new(Guarded::new(open_unguarded(database_url, data_dir).await?)))
+}
+
+async fn open_unguarded(database_url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn EventStore>> {
     match database_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             Ok(Arc::new(PgStore::connect(url).await?))
@@ -336,11 +414,34 @@ pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn
             other.split(':').next().unwrap_or_default()
         ))),
         None => {
-            std::fs::create_dir_all(data_dir).map_err(|e| {
-                StoreError::Config(format!("cannot create data dir {}: {e}", data_dir.display()))
-            })?;
+            files::private_dir(data_dir)?;
             let path = data_dir.join("keymint.db");
             Ok(Arc::new(SqliteStore::open_file(&path).await?))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_sort_outages_and_refused_writes_from_faults() {
+        let unreachable = |code| matches!(classify_code(code), Some(DatabaseCode::Unreachable));
+        assert!(["08006", "08001", "57P01", "57P02", "57P03"].into_iter().all(unreachable));
+        let unwritable = |code| match classify_code(code) {
+            Some(DatabaseCode::Unwritable(why)) => Some(why),
+            _ => None,
+        };
+        // SQLITE_READONLY and its extended codes (READONLY_DBMOVED = 1032), SQLITE_FULL.
+        assert_eq!(unwritable("8"), Some(Unwritable::ReadOnly));
+        assert_eq!(unwritable("1032"), Some(Unwritable::ReadOnly));
+        assert_eq!(unwritable("13"), Some(Unwritable::Full));
+        // Unique (2067), busy (5), syntax (42601) and the like are faults or races, not outages.
+        assert!(
+            ["2067", "5", "42601", "23505", "22008", ""]
+                .into_iter()
+                .all(|code| classify_code(code).is_none())
+        );
     }
 }

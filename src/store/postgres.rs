@@ -4,11 +4,11 @@
 use std::{str::FromStr, time::Duration};
 
 use sqlx::{
-    Postgres,
-    postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions},
+    Connection, Postgres,
+    postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions},
 };
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use super::{
     ChangeFeed, Changed, Result,
@@ -35,10 +35,17 @@ const REBUILD_LOCK: &str = "LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE";
 /// Serializes migrations of processes that start at the same time (the key is arbitrary but fixed).
 const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(7202604812)";
 
+/// How long a call waits for a pooled connection. Short, so that an outage shows in about a second instead of
+/// every call hanging; the circuit (see `circuit.rs`) then answers at once until the database is back.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the change feed waits before listening again after its connection failed.
+const RELISTEN_DELAY: Duration = Duration::from_millis(100);
+
 #[derive(Debug, Clone)]
 pub struct PgStore {
     read: PgPool,
     write: PgPool,
+    options: PgConnectOptions,
 }
 
 impl PgStore {
@@ -47,46 +54,85 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
             .await?;
         Self::run_migrations(&pool, MIGRATIONS, Some(MIGRATION_LOCK)).await?;
         // Reads and writes share one pool: PostgreSQL runs concurrent writers itself.
-        Ok(PgStore { read: pool.clone(), write: pool })
+        Ok(PgStore { read: pool.clone(), write: pool, options })
     }
 
-    /// Listens for the changes other processes commit. When the listening connection drops, notifications may
-    /// be lost, so the feed says `Lost` and the listener reconnects.
+    /// A fresh connection and a round trip: a pool that is merely busy says nothing about the database.
+    async fn connect_and_select(&self) -> Result<()> {
+        let mut connection = PgConnection::connect_with(&self.options).await?;
+        sqlx::query("SELECT 1").execute(&mut connection).await?;
+        let _ = connection.close().await;
+        Ok(())
+    }
+
+    /// Listens for the changes other processes commit. When the listening connection fails, notifications of
+    /// that time are lost for good: the feed says `Down` at once, listens again on a new connection (retrying
+    /// until the database answers), and only then says `Live`, so that caches forget what they hold after the
+    /// last change they could have missed.
     async fn listen(&self) -> Result<Option<ChangeFeed>> {
-        let mut listener = PgListener::connect_with(&self.read).await?;
-        listener.listen(CHANNEL).await?;
+        let mut listener = Self::listener(&self.read).await?;
         let (sender, feed) = mpsc::channel(1024);
+        let pool = self.read.clone();
         tokio::spawn(async move {
             loop {
-                let changed = match listener.try_recv().await {
-                    Ok(Some(notification)) => match notification.payload().split_once(':') {
-                        Some((aggregate_type, id)) => Changed::Aggregate {
-                            aggregate_type: aggregate_type.to_owned(),
-                            id: id.to_owned(),
-                        },
-                        None => continue,
-                    },
-                    Ok(None) => Changed::Lost,
-                    // Nobody follows the feed any more (the server stopped): end quietly.
-                    Err(_) if sender.is_closed() => return,
-                    Err(e) => {
-                        warn!(error = %e, "change feed lost its connection; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        Changed::Lost
+                if !follow(&mut listener, &sender).await {
+                    return; // Nobody follows the feed any more (the server stopped).
+                }
+                if sender.send(Changed::Down).await.is_err() {
+                    return;
+                }
+                listener = loop {
+                    tokio::time::sleep(RELISTEN_DELAY).await;
+                    if sender.is_closed() {
+                        return;
+                    }
+                    match Self::listener(&pool).await {
+                        Ok(listener) => break listener,
+                        Err(e) => debug!(error = %e, "change feed: cannot listen yet; retrying"),
                     }
                 };
-                if sender.send(changed).await.is_err() {
-                    return; // Nobody follows the feed any more.
+                info!("change feed listens again; caches start over");
+                if sender.send(Changed::Live).await.is_err() {
+                    return;
                 }
             }
         });
         Ok(Some(feed))
     }
+
+    async fn listener(pool: &PgPool) -> Result<PgListener> {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(CHANNEL).await?;
+        Ok(listener)
+    }
 }
 
-impl_event_store!(PgStore, Postgres, notify: Some(NOTIFY), rebuild_lock: Some(REBUILD_LOCK), feed: listen);
+/// Passes notifications on until the listening connection fails (false: nobody follows the feed any more).
+async fn follow(listener: &mut PgListener, sender: &mpsc::Sender<Changed>) -> bool {
+    loop {
+        let notification = match listener.try_recv().await {
+            Ok(Some(notification)) => notification,
+            // Ok(None): the connection was lost (and may have been replaced: we start over on our own anyway).
+            Ok(None) => {
+                warn!("change feed lost its connection");
+                return !sender.is_closed();
+            }
+            Err(e) => {
+                warn!(error = %e, "change feed failed");
+                return !sender.is_closed();
+            }
+        };
+        let Some((aggregate_type, id)) = notification.payload().split_once(':') else { continue };
+        let changed = Changed::Aggregate { aggregate_type: aggregate_type.to_owned(), id: id.to_owned() };
+        if sender.send(changed).await.is_err() {
+            return false;
+        }
+    }
+}
+
+impl_event_store!(PgStore, Postgres, notify: Some(NOTIFY), rebuild_lock: Some(REBUILD_LOCK), feed: listen, ping: connect_and_select);

@@ -93,6 +93,7 @@ pub const PUBLIC_KEY: &str = "SELECT public_key FROM app_keys WHERE app_id = $1 
 pub const COUNT_APP_KEYS: &str =
     "SELECT COUNT(*) FROM app_keys WHERE org_id = $1 AND project_id = $2 AND app_id = $3";
 pub const CREDENTIAL: &str = "SELECT id, org_id, role FROM credentials WHERE token_hash = $1";
+pub const COUNT_CREDENTIALS: &str = "SELECT COUNT(*) FROM credentials";
 pub const APP_IN_ORG: &str = "SELECT COUNT(*) FROM apps WHERE org_id = $1 AND id = $2";
 
 // API keys with their usage (zero until the first flush).
@@ -219,9 +220,10 @@ pub const RECORD_MIGRATION: &str =
 /// Implements `EventStore` for a store struct with `read` and `write` pools of the given sqlx database. `notify`
 /// is a statement run in every append transaction with the changed aggregate as `$1` (`type:id`), so that
 /// other processes learn of the change when it commits; `rebuild_lock` is a statement that keeps other writers
-/// out while the read models are rebuilt; `feed` is the store's inherent method returning its change feed.
+/// out while the read models are rebuilt; `feed` is the store's inherent method returning its change feed, and
+/// `ping` the one that checks the database answers.
 macro_rules! impl_event_store {
-    ($store:ty, $db:ty, notify: $notify:expr, rebuild_lock: $rebuild_lock:expr, feed: $feed:ident) => {
+    ($store:ty, $db:ty, notify: $notify:expr, rebuild_lock: $rebuild_lock:expr, feed: $feed:ident, ping: $ping:ident) => {
         impl $store {
             /// Applies one recorded event to the read models on the given connection.
             async fn project(
@@ -385,6 +387,39 @@ macro_rules! impl_event_store {
                 Ok(())
             }
 
+            /// Writes one aggregate's events and their read-model changes in `tx`, and notifies the change feed
+            /// (delivered at commit).
+            async fn append_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                append: &$crate::store::Append<'_>,
+            ) -> $crate::store::Result<Vec<$crate::store::RecordedEvent>> {
+                use $crate::store::sql;
+                let mut recorded = Vec::with_capacity(append.events.len());
+                let first = i64::try_from(append.expected_sequence).unwrap_or(i64::MAX);
+                for (sequence, event) in (first + 1..).zip(&append.events) {
+                    let row: $crate::store::RecordedEvent = sqlx::query_as(sql::INSERT_EVENT)
+                        .bind(append.aggregate_type.as_str())
+                        .bind(append.aggregate_id)
+                        .bind(sequence)
+                        .bind(event.event_type())
+                        .bind($crate::domain::Event::VERSION)
+                        .bind(event.to_payload())
+                        .bind(append.resource_owner)
+                        .bind(append.creator)
+                        .bind(append.created_at.micros())
+                        .fetch_one(&mut **tx)
+                        .await?;
+                    Self::project(tx, &row).await?;
+                    recorded.push(row);
+                }
+                let notify: Option<&'static str> = $notify;
+                if let Some(notify) = notify {
+                    let changed = format!("{}:{}", append.aggregate_type.as_str(), append.aggregate_id);
+                    sqlx::query(notify).bind(changed).execute(&mut **tx).await?;
+                }
+                Ok(recorded)
+            }
+
             /// Applies the given migrations that have not run yet, each recorded in `schema_migrations`, all in
             /// one transaction so that a failed start leaves the schema as it was.
             async fn run_migrations(
@@ -457,33 +492,27 @@ macro_rules! impl_event_store {
                 &self,
                 append: $crate::store::Append<'_>,
             ) -> $crate::store::Result<Vec<$crate::store::RecordedEvent>> {
-                use $crate::store::sql;
                 let mut tx = self.write.begin().await?;
-                let mut recorded = Vec::with_capacity(append.events.len());
-                let first = i64::try_from(append.expected_sequence).unwrap_or(i64::MAX);
-                for (sequence, event) in (first + 1..).zip(&append.events) {
-                    let row: $crate::store::RecordedEvent = sqlx::query_as(sql::INSERT_EVENT)
-                        .bind(append.aggregate_type.as_str())
-                        .bind(append.aggregate_id)
-                        .bind(sequence)
-                        .bind(event.event_type())
-                        .bind($crate::domain::Event::VERSION)
-                        .bind(event.to_payload())
-                        .bind(append.resource_owner)
-                        .bind(append.creator)
-                        .bind(append.created_at.micros())
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    Self::project(&mut tx, &row).await?;
-                    recorded.push(row);
-                }
-                let notify: Option<&'static str> = $notify;
-                if let Some(notify) = notify {
-                    let changed = format!("{}:{}", append.aggregate_type.as_str(), append.aggregate_id);
-                    sqlx::query(notify).bind(changed).execute(&mut *tx).await?;
+                let recorded = Self::append_in(&mut tx, &append).await?;
+                tx.commit().await?;
+                Ok(recorded)
+            }
+
+            async fn append_all(
+                &self,
+                appends: Vec<$crate::store::Append<'_>>,
+            ) -> $crate::store::Result<Vec<$crate::store::RecordedEvent>> {
+                let mut tx = self.write.begin().await?;
+                let mut recorded = Vec::new();
+                for append in &appends {
+                    recorded.extend(Self::append_in(&mut tx, append).await?);
                 }
                 tx.commit().await?;
                 Ok(recorded)
+            }
+
+            async fn ping(&self) -> $crate::store::Result<()> {
+                self.$ping().await
             }
 
             async fn load(
@@ -659,6 +688,12 @@ macro_rules! impl_event_store {
                     .bind(token_hash)
                     .fetch_optional(&self.read)
                     .await?)
+            }
+
+            async fn credential_count(&self) -> $crate::store::Result<u64> {
+                let count: i64 =
+                    sqlx::query_scalar($crate::store::sql::COUNT_CREDENTIALS).fetch_one(&self.read).await?;
+                Ok(u64::try_from(count).unwrap_or_default())
             }
 
             async fn app_in_org(&self, org_id: &str, app_id: &str) -> $crate::store::Result<bool> {

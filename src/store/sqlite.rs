@@ -9,7 +9,7 @@ use sqlx::{
 };
 
 use super::{
-    ChangeFeed, Result,
+    ChangeFeed, Result, files,
     migrate::{Migration, migrations},
     sql::impl_event_store,
 };
@@ -44,6 +44,14 @@ impl SqliteStore {
     }
 
     async fn open(options: SqliteConnectOptions) -> Result<Self> {
+        // Created private before SQLite opens it: its journal files take the database file's mode.
+        let file = options.get_filename().to_owned();
+        // In-memory databases are named `:memory:` or `file:sqlx-in-memory-…`.
+        let name = file.to_string_lossy();
+        let on_disk = !name.is_empty() && !name.starts_with(':') && !name.starts_with("file:");
+        if on_disk {
+            files::private_file(&file)?;
+        }
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -55,7 +63,20 @@ impl SqliteStore {
         Self::run_migrations(&write, MIGRATIONS, None).await?;
         let read =
             SqlitePoolOptions::new().max_connections(READERS).connect_with(options.read_only(true)).await?;
+        if on_disk {
+            for suffix in ["-wal", "-shm"] {
+                let mut journal = file.clone().into_os_string();
+                journal.push(suffix);
+                files::narrow_if_present(Path::new(&journal))?;
+            }
+        }
         Ok(SqliteStore { read, write })
+    }
+
+    /// A file on this machine answers whenever the process runs; a query proves the file is still readable.
+    async fn select_one(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
     }
 
     /// One process owns a SQLite file, so there are no other writers to follow.
@@ -65,4 +86,4 @@ impl SqliteStore {
 }
 
 // SQLite's rebuild needs no lock statement: its first DELETE takes the file's write lock for the transaction.
-impl_event_store!(SqliteStore, Sqlite, notify: None, rebuild_lock: None, feed: no_feed);
+impl_event_store!(SqliteStore, Sqlite, notify: None, rebuild_lock: None, feed: no_feed, ping: select_one);

@@ -678,15 +678,13 @@ async fn api_keys_are_scoped_credentials(db: Db) {
     let elsewhere = management.list_projects(elsewhere).await.expect_err("another org");
     assert_eq!(error_of(&elsewhere), refused(Code::PermissionDenied, "ORG_NOT_ALLOWED"));
 
-    // apikeys:write grants what it holds itself and the integrator's own scopes, never more of keymint's.
-    let (_, writer) = server.api_key("writer", &["apikeys:write"]).await;
+    // apikeys:write grants only what it holds itself, keymint's scopes and the integrator's alike.
+    let (_, writer) = server.api_key("writer", &["apikeys:write", "billing.v2:read-all"]).await;
     let mint = |scopes: &[&str]| with_token(api_key_request("minted", scopes), &writer);
-    client.create_api_key(mint(&["billing:read"])).await.expect("an integrator's scope");
-    client.create_api_key(mint(&["apikeys:write", "billing.v2:read-all"])).await.expect("its own scope");
+    client.create_api_key(mint(&["billing.v2:read-all"])).await.expect("an integrator's scope it holds");
+    client.create_api_key(mint(&["apikeys:write", "billing.v2:read-all"])).await.expect("its own scopes");
     // apikeys:read included: a key holds exactly its scopes, and write does not imply read.
-    for scopes in
-        [&["orgs:admin"][..], &["keys:write"], &["apikeys:read"], &["billing:read", "projects:read"]]
-    {
+    for scopes in [&["orgs:admin"][..], &["keys:write"], &["apikeys:read"], &["billing:read"]] {
         let minted = client.create_api_key(mint(scopes)).await.expect_err("a stronger key");
         assert_eq!(error_of(&minted), refused(Code::PermissionDenied, "SCOPE_NOT_GRANTABLE"), "{scopes:?}");
     }
@@ -722,7 +720,7 @@ async fn api_keys_are_scoped_credentials(db: Db) {
         .expect("admin grants anything anywhere");
 
     // Keys outlive their creator: B, created by A, still verifies after A is deleted.
-    let (a_id, a_secret) = server.api_key("A", &["apikeys:write", "apikeys:verify"]).await;
+    let (a_id, a_secret) = server.api_key("A", &["apikeys:write", "apikeys:verify", "billing:read"]).await;
     let b = client
         .create_api_key(with_token(api_key_request("B", &["apikeys:verify", "billing:read"]), &a_secret))
         .await

@@ -92,6 +92,11 @@ impl FreshDb {
         }
     }
 
+    /// A data directory of its own on a database another FreshDb made (and drops): as a second process has.
+    pub fn sharing(url: Option<String>) -> FreshDb {
+        FreshDb { dir: tempfile::tempdir().expect("temp dir"), url, cleanup: None }
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
@@ -164,8 +169,7 @@ impl TestServer {
     /// A second keymint process on the same database, as a load balancer would run beside the first. Stopping
     /// it leaves the database to the first.
     pub async fn start_beside(&self) -> TestServer {
-        let db =
-            FreshDb { dir: tempfile::tempdir().expect("temp dir"), url: self.db.url.clone(), cleanup: None };
+        let db = FreshDb::sharing(self.db.url.clone());
         let running = app::start(&config(&db, Some(self.token.clone()))).await.expect("start second keymint");
         TestServer { addr: running.addr, running: Some(running), token: self.token.clone(), db }
     }

@@ -1,0 +1,35 @@
+//! grpc.health.v1 follows the store: the services that need the database report NOT_SERVING while it cannot be
+//! reached, so load balancers send their calls elsewhere; the process itself (service "") stays SERVING.
+
+use tonic::server::NamedService;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::store::StoreState;
+
+use super::pb::keymint::{
+    admin::v1::admin_service_server::AdminServiceServer,
+    apikeys::v1::api_key_service_server::ApiKeyServiceServer,
+    management::v1::management_service_server::ManagementServiceServer,
+};
+
+/// Every keymint service needs the store for most of its calls.
+const STORE_BOUND: [&str; 3] = [
+    <AdminServiceServer<super::admin::Admin> as NamedService>::NAME,
+    <ManagementServiceServer<super::management::Management> as NamedService>::NAME,
+    <ApiKeyServiceServer<super::api_keys::ApiKeys> as NamedService>::NAME,
+];
+
+/// Reports the store's state now and on every change, until nothing can change it any more.
+pub async fn follow_store(reporter: HealthReporter, mut state: StoreState) {
+    let mut up = state.is_up();
+    loop {
+        let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
+        for service in STORE_BOUND {
+            reporter.set_service_status(service, status).await;
+        }
+        match state.changed().await {
+            Some(now) => up = now,
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Starting on a fresh store: all or nothing, and files only their owner can read.
+
+use std::path::Path;
+
+use keymint::{api::pb::keymint::management::v1::ListProjectsRequest, app, service::access::AdminToken};
+
+use crate::helpers::{Db, FreshDb, config, on_both_databases, with_token};
+
+on_both_databases!(a_failed_first_start_leaves_nothing_half_made, failed_first_start);
+async fn failed_first_start(db: Db) {
+    let mut fresh = FreshDb::create(&db).await;
+    // The database lives outside the data directory, so that only writing the token can fail.
+    let database_url = fresh
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite:{}", fresh.dir.path().join("elsewhere.db").display()));
+    let blocker = fresh.dir.path().join("a-file");
+    std::fs::write(&blocker, b"not a directory").expect("write blocker");
+    let mut broken = config(&fresh, None);
+    broken.database_url = Some(database_url.clone());
+    broken.data_dir = blocker.join("data");
+    let failed = app::start(&broken).await.err().expect("the token cannot be written");
+    assert!(failed.to_string().contains("data dir"), "the error names the cause: {failed}");
+    let store = keymint::store::open(Some(&database_url), fresh.dir.path()).await.expect("open");
+    assert!(store.is_empty().await.expect("is_empty"), "nothing was written to the store");
+
+    // The next start, with a usable directory, sets everything up, and the token in the file works.
+    let mut fixed = config(&fresh, None);
+    fixed.database_url = Some(database_url);
+    fixed.data_dir = fresh.dir.path().join("data");
+    let running = app::start(&fixed).await.expect("start");
+    let AdminToken::Written(path) = &running.admin_token else { panic!("a token was written") };
+    let token = std::fs::read_to_string(path).expect("token file");
+    let leftovers: Vec<_> = std::fs::read_dir(&fixed.data_dir)
+        .expect("data dir")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary token file is left: {leftovers:?}");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.addr))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    keymint::api::pb::keymint::management::v1::management_service_client::ManagementServiceClient::new(
+        channel,
+    )
+    .list_projects(with_token(ListProjectsRequest::default(), token.trim()))
+    .await
+    .expect("the written token is the instance admin");
+    running.shutdown().await.expect("shutdown");
+    assert!(store.credential_count().await.expect("count") == 1, "one credential, from the second start");
+    fresh.drop_database().await;
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777).expect("metadata")
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_and_database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let fresh = FreshDb::create(&Db::Sqlite).await;
+    let data = fresh.dir.path().join("data");
+    // Created private on a first start.
+    let mut settings = config(&fresh, None);
+    settings.data_dir = data.clone();
+    let running = app::start(&settings).await.expect("start");
+    let files = ["keymint.db", "keymint.db-wal", "keymint.db-shm", "admin.token"];
+    assert_eq!(mode(&data), 0o700);
+    for file in files {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    running.shutdown().await.expect("shutdown");
+
+    // Found wider (as an earlier version left them): narrowed on the next start.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(data.join("keymint.db"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let running = app::start(&settings).await.expect("start again");
+    assert_eq!(mode(&data), 0o700);
+    for file in ["keymint.db", "keymint.db-wal", "keymint.db-shm"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    running.shutdown().await.expect("shutdown");
+}
