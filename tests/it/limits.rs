@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use keymint::api::pb::keymint::{
     admin::v1::AddOrgRequest,
     apikeys::v1::{
-        CreateApiKeyRequest, Environment, RateLimit, Status as KeyStatus, UpdateApiKeyRequest,
-        VerifyApiKeyRequest, api_key_service_client::ApiKeyServiceClient,
+        CreateApiKeyRequest, Environment, ListApiKeysRequest, RateLimit, Status as KeyStatus,
+        UpdateApiKeyRequest, VerifyApiKeyRequest, api_key_service_client::ApiKeyServiceClient,
     },
     management::v1::{AddApiAppRequest, AddProjectRequest, ListProjectsRequest},
 };
@@ -344,6 +344,15 @@ async fn control_characters_in_names(db: Db) {
     };
     let status = api_keys.update_api_key(server.req(update)).await.expect_err("update");
     assert_eq!((status.code(), error_of(&status).2), (Code::InvalidArgument, vec!["title".to_owned()]));
+
+    // IDs given as list filters too.
+    for request in [
+        ListApiKeysRequest { starting_after: "1\0".into(), ..Default::default() },
+        ListApiKeysRequest { app_id: "1\0".into(), ..Default::default() },
+    ] {
+        let status = api_keys.list_api_keys(server.req(request)).await.expect_err("list filter");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
 
     // Names with spaces and any script are fine on both stores.
     management
