@@ -111,6 +111,7 @@ impl Config {
         Limits {
             max_message_bytes: self.max_message_bytes,
             request_timeout: Duration::from_secs(self.request_timeout_secs),
+            ..Limits::default()
         }
     }
 }

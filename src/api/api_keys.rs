@@ -96,6 +96,18 @@ impl ApiKeyService for ApiKeys {
     ) -> Result<Response<ListApiKeysResponse>, Status> {
         let caller = auth::caller(&self.services, &request, Scope::ApiKeysRead).await?;
         let r = request.into_inner();
+        // The filters are IDs, checked like any other before a store sees them (PostgreSQL fails on NUL).
+        let ids = [
+            ("starting_after", &r.starting_after),
+            ("ending_before", &r.ending_before),
+            ("app_id", &r.app_id),
+        ];
+        let given: Vec<(&str, &str)> = ids
+            .iter()
+            .filter(|(_, id)| !id.trim().is_empty())
+            .map(|(field, id)| (*field, id.as_str()))
+            .collect();
+        validate_ids(&given)?;
         let status = match KeyStatusMessage::try_from(r.status) {
             Ok(KeyStatusMessage::Unspecified) => None,
             Ok(status) => Some(key_status(status)),

@@ -69,6 +69,30 @@ fn domain_status(error: DomainError) -> Status {
     }
 }
 
+/// A request body that is not one well-formed message of the method's type: undecodable protobuf, a gRPC-Web
+/// body that does not translate, a frame cut short, or more than the one message a unary call takes.
+pub fn malformed(message: impl Into<String>) -> Status {
+    with_reason(Code::InvalidArgument, message, "MALFORMED_REQUEST")
+}
+
+/// A message sent compressed: keymint negotiates no compression, so it cannot read one.
+pub fn compressed() -> Status {
+    with_reason(
+        Code::Unimplemented,
+        "compressed messages are not supported: send them uncompressed (no grpc-encoding)",
+        "COMPRESSION_UNSUPPORTED",
+    )
+}
+
+/// A message larger than the configured limit.
+pub fn too_large(length: usize, limit: usize) -> Status {
+    with_reason(
+        Code::ResourceExhausted,
+        format!("the request message has {length} bytes; the limit is {limit}"),
+        "MESSAGE_TOO_LARGE",
+    )
+}
+
 fn with_reason(code: Code, message: impl Into<String>, reason: &str) -> Status {
     Status::with_error_details(
         code,

@@ -4,9 +4,13 @@
 pub mod admin;
 pub mod api_keys;
 mod auth;
+pub mod codec;
 mod convert;
 pub mod error;
+mod framing;
 mod health;
+mod incoming;
+pub mod limits;
 pub mod management;
 mod redact;
 pub mod server;

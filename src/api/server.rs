@@ -1,11 +1,12 @@
 //! The listener: gRPC (h2c), gRPC-Web (HTTP/1.1 and HTTP/2, with CORS), server reflection v1 and v1alpha, and
-//! grpc.health.v1.Health, all on one port, with message limits, deadlines and a graceful shutdown.
+//! grpc.health.v1.Health, all on one port, with message, stream and concurrency limits, keepalive pings,
+//! deadlines and a graceful shutdown.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use http::{HeaderName, Method};
 use tokio::net::TcpListener;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::Server;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::service::Services;
@@ -13,6 +14,8 @@ use crate::service::Services;
 use super::{
     admin::Admin,
     api_keys::ApiKeys,
+    framing::{ContentTypeLayer, UnaryFramingLayer},
+    incoming::Incoming,
     management::Management,
     pb::{
         self,
@@ -32,11 +35,25 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Calls that run longer are cancelled with CANCELLED/DEADLINE_EXCEEDED; a client's shorter grpc-timeout wins.
     pub request_timeout: Duration,
+    /// Streams (calls) one HTTP/2 connection may have open at once; the client queues the rest, and calls past
+    /// the limit that it sends anyway are refused (REFUSED_STREAM, or RESOURCE_EXHAUSTED past the handler
+    /// limit), so that one connection cannot hold memory without bound.
+    pub max_concurrent_streams: u32,
+    /// How often an idle connection is pinged, and how long an answer may take before it is closed: a peer that
+    /// vanished without closing its connection does not keep it forever.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_message_bytes: 1024 * 1024, request_timeout: Duration::from_secs(30) }
+        Limits {
+            max_message_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 256,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+        }
     }
 }
 
@@ -76,15 +93,27 @@ pub async fn serve(
     let api_keys =
         ApiKeyServiceServer::new(ApiKeys { services }).max_decoding_message_size(limits.max_message_bytes);
 
+    // Outermost first. The content type is checked before gRPC-Web translation (which would answer 400 over
+    // HTTP/1.1 and pass other types through over HTTP/2); framing after it, so that it sees gRPC-Web bodies
+    // translated, and after the log, so that refused calls are logged like any other.
     let layers = tower::ServiceBuilder::new()
         .layer(cors())
+        .layer(ContentTypeLayer)
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(RpcLogLayer)
+        .layer(UnaryFramingLayer { max_message_bytes: limits.max_message_bytes })
         .into_inner();
 
     Server::builder()
         .accept_http1(true)
         .timeout(limits.request_timeout)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        // The same bound on handlers running per connection (HTTP/1.1 included), with excess refused at once
+        // (RESOURCE_EXHAUSTED) rather than queued in memory.
+        .concurrency_limit_per_connection(limits.max_concurrent_streams as usize)
+        .load_shed(true)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .layer(layers)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -92,7 +121,7 @@ pub async fn serve(
         .add_service(admin)
         .add_service(management)
         .add_service(api_keys)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(Incoming::new(listener), shutdown)
         .await?;
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! One log event per RPC: method, status code, latency and organization. Never a header value: they carry tokens.
+//! One log event per RPC: method, status code, latency and organization (at debug level for UNAUTHENTICATED).
+//! Never a header value: they carry tokens.
 
 use std::{
     future::Future,
@@ -59,7 +60,13 @@ where
                             .headers()
                             .get("grpc-status")
                             .map_or(tonic::Code::Ok, |v| tonic::Code::from_bytes(v.as_bytes()));
-                        tracing::info!(code = ?code, latency_us, "rpc");
+                        // Calls with a missing or unknown credential are noise anyone can make, and a log line
+                        // each would let them fill the log; they are counted (Services::unknown_credentials).
+                        if code == tonic::Code::Unauthenticated {
+                            tracing::debug!(code = ?code, latency_us, "rpc");
+                        } else {
+                            tracing::info!(code = ?code, latency_us, "rpc");
+                        }
                     }
                     Err(error) => tracing::warn!(%error, latency_us, "rpc failed"),
                 }

@@ -2,7 +2,7 @@
 //! rolled (a new secret; the old one keeps working for a grace period), deleted (revoked for good; the record
 //! stays for audit). Events carry only the SHA-256 of a secret, never the secret.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -257,19 +257,15 @@ pub fn validate_origin(origin: &Origin, now: Timestamp, violations: &mut Violati
     if let Some(app_id) = &origin.app_id {
         violations.id("app_id", app_id);
     }
-    if let Some(external_id) = &origin.external_id
-        && external_id.chars().count() > MAX_LEN
-    {
-        violations.add("external_id", format!("must be at most {MAX_LEN} characters"));
+    if let Some(external_id) = &origin.external_id {
+        violations.text("external_id", external_id, MAX_LEN);
     }
     if let Some(expires_at) = origin.expires_at
         && expires_at <= now.micros()
     {
         violations.add("expires_at", "must be in the future (leave it out for a key that does not expire)");
     }
-    if origin.integration.chars().count() > MAX_INTEGRATION_LEN {
-        violations.add("integration", format!("must be at most {MAX_INTEGRATION_LEN} characters"));
-    }
+    violations.text("integration", &origin.integration, MAX_INTEGRATION_LEN);
     if origin.time_offset_micros.abs() > MAX_TIME_OFFSET_MICROS {
         violations.add("time_offset", "must be between -24 hours and +24 hours");
     }
@@ -281,9 +277,7 @@ impl Settings {
     pub fn validate(mut self, violations: &mut Violations) -> Settings {
         violations.name("title", &self.title);
         self.title = self.title.trim().to_owned();
-        if self.description.chars().count() > MAX_LEN {
-            violations.add("description", format!("must be at most {MAX_LEN} characters"));
-        }
+        violations.text("description", &self.description, MAX_LEN);
         self.scopes = validate_scopes(&self.scopes, violations);
         match AllowList::parse(&self.allowed_cidrs) {
             Ok(list) => self.allowed_cidrs = list.to_strings(),
@@ -323,18 +317,28 @@ pub fn is_valid_scope(scope: &str) -> bool {
         && scope.split_once(':').is_some_and(|(resource, action)| part(resource) && part(action))
 }
 
+/// Linear in the number of scopes, and refuses too many before looking at any: a request must not buy more work
+/// than the limit allows.
 fn validate_scopes(scopes: &[String], violations: &mut Violations) -> Vec<String> {
     if scopes.is_empty() || scopes.len() > MAX_SCOPES {
-        violations.add("scopes", format!("must name 1 to {MAX_SCOPES} scopes, e.g. keys:read"));
+        violations.add(
+            "scopes",
+            format!(
+                "must name 1 to {MAX_SCOPES} scopes, e.g. keys:read (this request names {})",
+                scopes.len()
+            ),
+        );
+        return Vec::new();
     }
-    let mut unique: Vec<String> = Vec::with_capacity(scopes.len());
+    let mut seen = HashSet::with_capacity(scopes.len());
+    let mut unique = Vec::with_capacity(scopes.len());
     for (i, scope) in scopes.iter().enumerate() {
         if !is_valid_scope(scope) {
             violations.add(
                 &format!("scopes[{i}]"),
                 "must look like resource:action (lowercase letters, digits, _ - . on each side of one colon)",
             );
-        } else if !unique.contains(scope) {
+        } else if seen.insert(scope.as_str()) {
             unique.push(scope.clone());
         }
     }
@@ -343,21 +347,21 @@ fn validate_scopes(scopes: &[String], violations: &mut Violations) -> Vec<String
 
 fn validate_metadata(metadata: &BTreeMap<String, String>, violations: &mut Violations) {
     if metadata.len() > MAX_METADATA_ENTRIES {
-        violations.add("metadata", format!("must have at most {MAX_METADATA_ENTRIES} entries"));
+        violations.add(
+            "metadata",
+            format!("must have at most {MAX_METADATA_ENTRIES} entries (this request has {})", metadata.len()),
+        );
+        return;
     }
     for (key, value) in metadata {
-        if key.is_empty() || key.chars().count() > MAX_METADATA_KEY_LEN {
-            violations.add(
-                &format!("metadata[{key}]"),
-                format!("keys must be 1 to {MAX_METADATA_KEY_LEN} characters"),
-            );
+        // Escaped, so that a key holding control characters cannot put them into the error.
+        let field = format!("metadata[{}]", key.escape_debug());
+        if key.is_empty() {
+            violations.add(&field, format!("keys must be 1 to {MAX_METADATA_KEY_LEN} characters"));
+        } else {
+            violations.text(&field, key, MAX_METADATA_KEY_LEN);
         }
-        if value.chars().count() > MAX_METADATA_VALUE_LEN {
-            violations.add(
-                &format!("metadata[{key}]"),
-                format!("values must be at most {MAX_METADATA_VALUE_LEN} characters"),
-            );
-        }
+        violations.text(&field, value, MAX_METADATA_VALUE_LEN);
     }
 }
 
@@ -469,6 +473,36 @@ mod tests {
         .validate(&mut v);
         assert!(v.into_result().is_ok());
         assert_eq!((s.title.as_str(), s.scopes.len(), s.allowed_cidrs[0].as_str()), ("ci", 2, "10.1.2.3/32"));
+    }
+
+    #[test]
+    fn too_many_scopes_are_refused_before_any_is_read() {
+        let many: Vec<String> = (0..100_000).map(|i| format!("s{i}:read")).collect();
+        let started = std::time::Instant::now();
+        let found = violations_of(Settings { scopes: many, ..settings() });
+        assert_eq!(found, ["scopes"]);
+        assert!(started.elapsed() < std::time::Duration::from_millis(50), "{:?}", started.elapsed());
+        let mut v = Violations::new();
+        let fifty: Vec<String> = (0..MAX_SCOPES).map(|i| format!("s{}:read", i % 7)).collect();
+        let s = Settings { scopes: fifty, ..settings() }.validate(&mut v);
+        assert_eq!(s.scopes.len(), 7, "duplicates are dropped, first occurrences kept in order");
+        assert_eq!(s.scopes[0], "s0:read");
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_text_fields() {
+        let bad = Settings {
+            title: "a\0b".into(),
+            description: "line\nbreak".into(),
+            metadata: BTreeMap::from([("k\0".into(), "v".into()), ("ok".into(), "\u{1b}[2J".into())]),
+            ..settings()
+        };
+        assert_eq!(violations_of(bad), ["title", "description", "metadata[k\\0]", "metadata[ok]"]);
+        let mut v = Violations::new();
+        let origin =
+            Origin { external_id: Some("x\0".into()), integration: "i\r\n".into(), ..Origin::default() };
+        validate_origin(&origin, NOW, &mut v);
+        assert!(v.into_result().is_err());
     }
 
     #[test]

@@ -219,10 +219,11 @@ impl AllowList {
             )]);
         }
         let mut blocks: Vec<Cidr> = Vec::with_capacity(entries.len());
+        let mut seen = std::collections::HashSet::with_capacity(entries.len());
         let mut violations = Vec::new();
         for (i, entry) in entries.iter().enumerate() {
             match entry.parse::<Cidr>() {
-                Ok(block) if blocks.contains(&block) => {}
+                Ok(block) if !seen.insert(block) => {}
                 Ok(block) => blocks.push(block),
                 Err(e) => violations.push(FieldViolation::new(format!("allowed_cidrs[{i}]"), e.to_string())),
             }

@@ -6,6 +6,7 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     sync::{PoisonError, RwLock},
+    time::{Duration, Instant},
 };
 
 use tracing::{info, warn};
@@ -51,16 +52,29 @@ pub enum AdminToken {
 impl Services {
     /// Resolves a bearer secret to its principal: from memory when this process has seen it before. An API key
     /// (`km_live_…`/`km_test_…`) is checked like a verify call from `client_ip` and counts as one use of it.
+    /// A secret refused as unknown (or revoked, expired, inactive) is refused again from memory for a while,
+    /// without a store query; see [`UnknownCredentials`].
     pub async fn authenticate(&self, bearer: &str, client_ip: Option<IpAddr>) -> Result<Principal> {
-        if api_key_secret::looks_like_api_key(bearer) {
-            return self.api_key_principal(bearer, client_ip).await;
-        }
         let hash = hash_secret(bearer);
         if let Some(principal) = self.principals.get(&hash) {
             return Ok(principal);
         }
-        let credential = self.store.credential(&hash).await?;
-        let credential = credential.ok_or(Error::Unauthenticated("unknown or revoked credential"))?;
+        if let Some(message) = self.unknown_credentials.refusal(&hash) {
+            return Err(Error::Unauthenticated(message));
+        }
+        let generation = self.unknown_credentials.generation();
+        if api_key_secret::looks_like_api_key(bearer) {
+            let principal = self.api_key_principal(bearer, client_ip).await;
+            if let Err(Error::Unauthenticated(message)) = &principal {
+                self.unknown_credentials.remember(hash, message, generation);
+            }
+            return principal;
+        }
+        let Some(credential) = self.store.credential(&hash).await? else {
+            let message = "unknown or revoked credential";
+            self.unknown_credentials.remember(hash, message, generation);
+            return Err(Error::Unauthenticated(message));
+        };
         let role = CredentialRole::parse(&credential.role)
             .ok_or_else(|| Error::Internal(format!("credential {} has unknown role", credential.id)))?;
         let principal = Principal { id: credential.id, org_id: credential.org_id, grant: Grant::from(role) };
@@ -239,6 +253,117 @@ impl PrincipalCache {
     }
 }
 
+impl Services {
+    /// How many calls were refused for an unknown credential, and how many of those cost a store query.
+    pub fn unknown_credentials(&self) -> UnknownCredentialCounts {
+        self.unknown_credentials.counts()
+    }
+}
+
+/// What [`UnknownCredentials`] counted since the process started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownCredentialCounts {
+    /// Calls refused with an unknown, revoked, expired or inactive credential.
+    pub refused: u64,
+    /// Of those, the ones answered from memory, without a store query.
+    pub refused_from_memory: u64,
+}
+
+/// Hashes of bearer secrets that were refused, so that a client repeating one (or guessing) costs no store query
+/// for [`Self::TTL`]. Bounded: full, it is emptied, so guessing cannot grow memory. Emptied too whenever a
+/// credential or an API key is written, here or (through the change feed) by another process sharing the
+/// database, so that a credential added after its secret was refused works at once.
+#[derive(Debug, Default)]
+pub(super) struct UnknownCredentials(RwLock<Refused>);
+
+#[derive(Debug, Default)]
+struct Refused {
+    by_hash: HashMap<String, (Instant, &'static str)>,
+    /// Bumped by every clear: a refusal decided before a clear is not remembered after it.
+    generation: u64,
+    refused: u64,
+    from_memory: u64,
+    /// The refusals since the last summary line, and when that was.
+    since_summary: u64,
+    summary_at: Option<Instant>,
+}
+
+impl UnknownCredentials {
+    const TTL: Duration = Duration::from_secs(30);
+    const MAX_ENTRIES: usize = 10_000;
+    /// Refusals are logged as one summary line at most this often, not one line each.
+    const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+    fn lock(&self) -> std::sync::RwLockWriteGuard<'_, Refused> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Refused> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The message to refuse `hash` with, if it was refused within the TTL. Known secrets take only a read lock.
+    fn refusal(&self, hash: &str) -> Option<&'static str> {
+        let now = Instant::now();
+        let (at, message) = *self.read().by_hash.get(hash)?;
+        if now.duration_since(at) >= Self::TTL {
+            return None;
+        }
+        let mut refused = self.lock();
+        refused.from_memory += 1;
+        refused.count(now);
+        Some(message)
+    }
+
+    fn generation(&self) -> u64 {
+        self.read().generation
+    }
+
+    fn remember(&self, hash: String, message: &'static str, generation: u64) {
+        let now = Instant::now();
+        let mut refused = self.lock();
+        refused.count(now);
+        if refused.generation != generation {
+            return;
+        }
+        if refused.by_hash.len() >= Self::MAX_ENTRIES {
+            refused.by_hash.clear();
+        }
+        refused.by_hash.insert(hash, (now, message));
+    }
+
+    pub(super) fn clear(&self) {
+        let mut refused = self.lock();
+        refused.generation += 1;
+        refused.by_hash.clear();
+    }
+
+    fn counts(&self) -> UnknownCredentialCounts {
+        let refused = self.read();
+        UnknownCredentialCounts { refused: refused.refused, refused_from_memory: refused.from_memory }
+    }
+}
+
+impl Refused {
+    fn count(&mut self, now: Instant) {
+        self.refused += 1;
+        self.since_summary += 1;
+        let Some(at) = self.summary_at else {
+            self.summary_at = Some(now);
+            return;
+        };
+        let elapsed = now.duration_since(at);
+        if elapsed >= UnknownCredentials::SUMMARY_EVERY {
+            info!(
+                refused = self.since_summary,
+                seconds = elapsed.as_secs(),
+                "refused calls with unknown or revoked credentials"
+            );
+            (self.since_summary, self.summary_at) = (0, Some(now));
+        }
+    }
+}
+
 /// A generated admin token on disk under a temporary name: renamed to `admin.token` once the store holds its
 /// credential, removed if it never does.
 struct PendingTokenFile {
@@ -293,4 +418,40 @@ fn write_secret_file(path: &Path, secret: &Zeroizing<String>) -> Result<()> {
     file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(fail)?;
     file.write_all(secret.as_bytes()).and_then(|()| file.write_all(b"\n")).map_err(fail)?;
     file.sync_all().map_err(fail)
+}
+
+#[cfg(test)]
+mod unknown_credentials_tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_remembered_counted_and_forgotten_on_clear() {
+        let cache = UnknownCredentials::default();
+        let generation = cache.generation();
+        assert_eq!(cache.refusal("h"), None);
+        cache.remember("h".into(), "unknown", generation);
+        assert_eq!(cache.refusal("h"), Some("unknown"));
+        assert_eq!(cache.counts(), UnknownCredentialCounts { refused: 2, refused_from_memory: 1 });
+        cache.clear();
+        assert_eq!(cache.refusal("h"), None);
+    }
+
+    #[test]
+    fn a_refusal_decided_before_a_clear_is_not_remembered() {
+        let cache = UnknownCredentials::default();
+        let generation = cache.generation();
+        // The credential is written while the store was being asked about it.
+        cache.clear();
+        cache.remember("h".into(), "unknown", generation);
+        assert_eq!(cache.refusal("h"), None);
+    }
+
+    #[test]
+    fn guessing_cannot_grow_it_past_its_bound() {
+        let cache = UnknownCredentials::default();
+        for i in 0..UnknownCredentials::MAX_ENTRIES + 10 {
+            cache.remember(i.to_string(), "unknown", 0);
+        }
+        assert!(cache.read().by_hash.len() <= UnknownCredentials::MAX_ENTRIES);
+    }
 }

@@ -27,6 +27,8 @@ impl Services {
         let (app_id_ref, project_name) = (app_id.as_str(), project.name.as_str());
         let written = self
             .command::<App, _, _>(target, |app| async move {
+                // The domain checks the name first: a store must not be asked about a name it cannot hold (NUL).
+                let events = app.state.add(app_id_ref, project_id, project_name, name)?;
                 if self.store.app_by_name(project_id, name.trim()).await?.is_some() {
                     return Err(DomainError::already_exists(
                         "APP_NAME_TAKEN",
@@ -34,7 +36,7 @@ impl Services {
                     )
                     .into());
                 }
-                Ok(app.state.add(app_id_ref, project_id, project_name, name)?)
+                Ok(events)
             })
             .await?;
         let client_id = App::client_id(&app_id, &project.name);

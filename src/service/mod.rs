@@ -51,6 +51,7 @@ pub struct Services {
     keys: Arc<dyn KeySource>,
     locks: AggregateLocks,
     principals: access::PrincipalCache,
+    unknown_credentials: access::UnknownCredentials,
     keys_read: cache::KeyCache,
     api_keys_read: verify::ApiKeyCache,
     meters: verify::Meters,
@@ -103,6 +104,7 @@ impl Services {
             keys,
             locks: AggregateLocks::new(),
             principals: Default::default(),
+            unknown_credentials: Default::default(),
             keys_read: Default::default(),
             api_keys_read: Default::default(),
             meters: Default::default(),
@@ -122,6 +124,7 @@ impl Services {
                     Changed::Live => {
                         // Forget first, then trust: a read that fills the cache from here on started after
                         // the feed listened again, so a change it misses will still be delivered.
+                        self.unknown_credentials.clear();
                         self.keys_read.clear();
                         self.api_keys_read.clear();
                         self.feed_live.store(true, Ordering::Release);
@@ -236,6 +239,10 @@ impl Services {
     fn invalidate(&self, aggregate_type: &str, id: &str) {
         self.keys_read.invalidate(aggregate_type, id);
         self.api_keys_read.invalidate(aggregate_type, id);
+        // A refused secret may belong to the credential or API key just written.
+        if [AggregateType::Credential, AggregateType::ApiKey].iter().any(|t| t.as_str() == aggregate_type) {
+            self.unknown_credentials.clear();
+        }
     }
 
     /// Wraps a page of rows with the list's details.

@@ -23,10 +23,12 @@ impl Services {
             Target { aggregate_type: AggregateType::Org, id: &id, org_id: &id, creator: &principal.id };
         let written = self
             .command::<Org, _, _>(target, |org| async move {
+                // The domain checks the name first: a store must not be asked about a name it cannot hold (NUL).
+                let events = org.state.add(name)?;
                 if self.store.org_by_name(name.trim()).await?.is_some() {
                     return Err(name_taken(name).into());
                 }
-                Ok(org.state.add(name)?)
+                Ok(events)
             })
             .await?;
         Ok((id, written))

@@ -16,6 +16,8 @@ impl Services {
         let target = project_target(caller, &id);
         let written = self
             .command::<Project, _, _>(target, |project| async move {
+                // The domain checks the name first: a store must not be asked about a name it cannot hold (NUL).
+                let events = project.state.add(name)?;
                 if self.store.project_by_name(&caller.org_id, name.trim()).await?.is_some() {
                     return Err(DomainError::already_exists(
                         "PROJECT_NAME_TAKEN",
@@ -23,7 +25,7 @@ impl Services {
                     )
                     .into());
                 }
-                Ok(project.state.add(name)?)
+                Ok(events)
             })
             .await?;
         Ok((id, written))

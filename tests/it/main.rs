@@ -12,6 +12,7 @@ mod api_keys;
 mod app_keys;
 mod crash;
 mod errors;
+mod limits;
 mod outage;
 mod privileges;
 mod projections;
