@@ -37,6 +37,11 @@ pub enum PoolError {
     Stopped(u32),
 }
 
+/// How long a request waits for the pool's workers before generating a key itself. The workers run under
+/// SCHED_IDLE and get no CPU at all while other work saturates the machine; a request must not wait for that to
+/// end. Several key generations long, so that the workers answer first whenever they run.
+const STARVED_AFTER: Duration = Duration::from_millis(300);
+
 /// What the pool has done, for logs and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {
@@ -121,8 +126,30 @@ impl SizePool {
     }
 
     async fn take(&self) -> Result<RsaKeyPair, PoolError> {
+        let stopped = PoolError::Stopped(self.bits.bits());
         // Takers queue on the lock in arrival order; the first waits for the next key if none is ready.
-        let key = self.ready.lock().await.recv().await.ok_or(PoolError::Stopped(self.bits.bits()))?;
+        let mut ready = self.ready.lock().await;
+        let key = match tokio::time::timeout(STARVED_AFTER, ready.recv()).await {
+            Ok(key) => key.ok_or(stopped)?,
+            Err(_) => {
+                // The workers got no CPU in time: generate one at normal priority, whichever comes first wins
+                // (the other key is wiped when dropped, or stays in the pool).
+                let bits = self.bits;
+                let own = tokio::task::spawn_blocking(move || RsaKeyPair::generate(bits));
+                tokio::select! {
+                    key = ready.recv() => key.ok_or(stopped)?,
+                    own = own => match own {
+                        Ok(Ok(key)) => {
+                            info!(bits = bits.bits(), "generated a key for a waiting request: the pool's workers \
+                                got no CPU in time");
+                            key
+                        }
+                        _ => ready.recv().await.ok_or(stopped)?,
+                    },
+                }
+            }
+        };
+        drop(ready);
         let depth = depth(&self.probe);
         debug!(bits = self.bits.bits(), depth, "took a key from the pool");
         if depth == 0 {
@@ -213,6 +240,16 @@ mod tests {
         assert!(key.public_spki_pem().starts_with("-----BEGIN PUBLIC KEY-----"));
         let refused = pool.take(Some(RsaBits::Rsa4096)).await.expect_err("not configured");
         assert_eq!(refused, PoolError::NotConfigured { bits: 4096, configured: "2048-bit".into() });
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_does_not_wait_for_starved_workers() {
+        // No workers at all: the most a starved pool can be.
+        let pool = SizePool::start(RsaBits::Rsa2048, 1, 0);
+        let started = Instant::now();
+        let key = pool.take().await.expect("a key generated for the request");
+        assert!(key.public_spki_pem().starts_with("-----BEGIN PUBLIC KEY-----"));
+        assert!(started.elapsed() >= STARVED_AFTER, "the workers had their chance first");
     }
 
     #[tokio::test]
