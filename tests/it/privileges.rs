@@ -587,6 +587,39 @@ async fn roll_and_delete_only_tighter_keys(db: Db) {
     server.stop().await;
 }
 
+on_both_databases!(
+    a_rolled_secret_mints_no_key_that_outlives_it,
+    a_rolled_secret_mints_no_key_that_outlives_it
+);
+async fn a_rolled_secret_mints_no_key_that_outlives_it(db: Db) {
+    let server = TestServer::start(db).await;
+    let mut client = server.api_keys().await;
+    let (id, old) = server.api_key("rolled", &["apikeys:write", "invoices:read"]).await;
+    let hour = prost_types::Duration { seconds: 3_600, nanos: 0 };
+    let rolled = RollApiKeyRequest { id: id.clone(), grace_period: Some(hour) };
+    let rolled = client.roll_api_key(server.req(rolled)).await.expect("roll").into_inner();
+
+    // The old secret works for an hour: it may not mint a key that works longer, nor roll its own key into one.
+    let minted = client.create_api_key(with_token(minted_request(), &old)).await;
+    assert_limited(minted, "this credential expires at", "mint");
+    let rolled_again = client.roll_api_key(with_token(roll(&id), &old)).await;
+    assert_limited(rolled_again, "this credential expires at", "roll its own key");
+    assert!(verifies(&server, &rolled.secret).await, "the current secret still works");
+    let sooner = CreateApiKeyRequest { expires_at: Some(in_seconds(1_800)), ..minted_request() };
+    client.create_api_key(with_token(sooner, &old)).await.expect("a key that ends sooner");
+    // The current secret is bound by no expiry.
+    client
+        .create_api_key(with_token(minted_request(), &rolled.secret))
+        .await
+        .expect("the current secret mints");
+
+    server.stop().await;
+}
+
+fn minted_request() -> CreateApiKeyRequest {
+    api_key_request("minted", &["invoices:read"])
+}
+
 fn now_seconds() -> i64 {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
     i64::try_from(since_epoch.as_secs()).expect("seconds")
