@@ -726,7 +726,7 @@ mod tests {
             expires_at: Some(1_795_694_400_000_000),
         };
         let caller = limited(bounds.clone());
-        allowed(&caller, &[bounds.clone()]);
+        allowed(&caller, std::slice::from_ref(&bounds));
         // Loose in one dimension only, each in turn.
         for loose in [
             Limits { rate_limit: None, ..bounds.clone() },
