@@ -59,6 +59,43 @@ impl Cidr {
             (IpAddr::V4(_), IpAddr::V6(_)) => false,
         }
     }
+
+    /// Whether every client `inner` matches, this block matches too, with IPv4-mapped blocks read as the IPv4
+    /// blocks they are (see the type's documentation): `10.0.0.0/8` contains `::ffff:10.1.0.0/112`, and
+    /// `::/0`, which matches IPv6 clients only, contains no IPv4 block.
+    ///
+    /// An IPv6 block wider than the mapped range is compared as written, although it never matches the mapped
+    /// clients inside it: so `::fffe:0:0/95` is not found inside `::fffe:0:0/96`, which matches the same
+    /// clients. That answer errs on the side of refusing, and no one writes such blocks.
+    pub fn contains_block(&self, inner: &Cidr) -> bool {
+        match (self.as_ipv4(), inner.as_ipv4()) {
+            (Some((outer, outer_len)), Some((inner, inner_len))) => {
+                inner_len >= outer_len && masked_v4(inner, outer_len) == outer
+            }
+            (None, None) => match (self.network, inner.network) {
+                (IpAddr::V6(outer), IpAddr::V6(net)) => {
+                    inner.prefix_len >= self.prefix_len && masked_v6(net, self.prefix_len) == outer
+                }
+                // Blocks that are not IPv4 ones are IPv6 blocks.
+                _ => false,
+            },
+            // An IPv4 block's clients are IPv4 ones, which an unmapped IPv6 block never matches, and the other
+            // way round.
+            _ => false,
+        }
+    }
+
+    /// The IPv4 block this block matches the clients of, if it is one: itself, or a mapped IPv6 block.
+    fn as_ipv4(&self) -> Option<(Ipv4Addr, u8)> {
+        match self.network {
+            IpAddr::V4(net) => Some((net, self.prefix_len)),
+            // From /96 on, a block lies either wholly inside the mapped range or wholly outside it.
+            IpAddr::V6(net) if self.prefix_len >= MAPPED_PREFIX => {
+                net.to_ipv4_mapped().map(|v4| (v4, self.prefix_len - MAPPED_PREFIX))
+            }
+            IpAddr::V6(_) => None,
+        }
+    }
 }
 
 /// Why a text is not a CIDR block. The `Display` text says what is wrong and how to fix it; it never repeats
@@ -234,6 +271,13 @@ impl AllowList {
     /// Whether a client at `ip` may use the key: always if the list is empty, else if a block contains it.
     pub fn allows(&self, ip: IpAddr) -> bool {
         self.0.is_empty() || self.0.iter().any(|block| block.contains(ip))
+    }
+
+    /// Whether every client of `block` may use the key: always if the list is empty, else if one block of the
+    /// list contains it ([`Cidr::contains_block`]). A block that only the union of several entries covers is
+    /// not allowed: entries are compared one by one, which is what a reader of the two lists can check.
+    pub fn allows_block(&self, block: &Cidr) -> bool {
+        self.0.is_empty() || self.0.iter().any(|outer| outer.contains_block(block))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -458,6 +502,73 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv4_block_contains_the_blocks_inside_it() {
+        let outer = cidr("10.0.0.0/8");
+        for inside in
+            ["10.0.0.0/8", "10.0.0.0/9", "10.128.0.0/9", "10.1.2.0/24", "10.255.255.255/32", "10.0.0.0"]
+        {
+            assert!(outer.contains_block(&cidr(inside)), "{inside}");
+        }
+        for outside in ["0.0.0.0/0", "10.0.0.0/7", "11.0.0.0/8", "9.255.255.255/32", "11.0.0.0/32"] {
+            assert!(!outer.contains_block(&cidr(outside)), "{outside}");
+        }
+    }
+
+    #[test]
+    fn an_ipv6_block_contains_the_blocks_inside_it() {
+        let outer = cidr("2001:db8::/32");
+        for inside in ["2001:db8::/32", "2001:db8:0:1::/64", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff/128"] {
+            assert!(outer.contains_block(&cidr(inside)), "{inside}");
+        }
+        for outside in ["2001:db8::/31", "2001:db9::/48", "::/0", "2001:db7:ffff::/48"] {
+            assert!(!outer.contains_block(&cidr(outside)), "{outside}");
+        }
+    }
+
+    #[test]
+    fn slash_zero_contains_its_family_only() {
+        let every_v4 = cidr("0.0.0.0/0");
+        for inside in
+            ["0.0.0.0/0", "203.0.113.7", "255.255.255.255/32", "::ffff:203.0.113.0/120", "::ffff:0:0/96"]
+        {
+            assert!(every_v4.contains_block(&cidr(inside)), "{inside}");
+        }
+        assert!(!every_v4.contains_block(&cidr("2001:db8::/32")) && !every_v4.contains_block(&cidr("::/0")));
+        let every_v6 = cidr("::/0");
+        for inside in ["::/0", "2001:db8::1", "::1/128", "fe80::/10"] {
+            assert!(every_v6.contains_block(&cidr(inside)), "{inside}");
+        }
+        // ::/0 matches no IPv4 client, so it contains no IPv4 block, in either spelling.
+        for outside in ["0.0.0.0/0", "127.0.0.1", "::ffff:127.0.0.1/128", "::ffff:0:0/96"] {
+            assert!(!every_v6.contains_block(&cidr(outside)), "{outside}");
+        }
+    }
+
+    #[test]
+    fn a_host_block_contains_only_itself() {
+        let v4 = cidr("203.0.113.7/32");
+        assert!(v4.contains_block(&cidr("203.0.113.7")));
+        assert!(v4.contains_block(&cidr("::ffff:203.0.113.7/128")));
+        assert!(!v4.contains_block(&cidr("203.0.113.6/31")) && !v4.contains_block(&cidr("203.0.113.8")));
+        let v6 = cidr("2001:db8::1/128");
+        assert!(v6.contains_block(&cidr("2001:db8::1")));
+        assert!(!v6.contains_block(&cidr("2001:db8::/127")) && !v6.contains_block(&cidr("2001:db8::2")));
+    }
+
+    #[test]
+    fn mapped_blocks_are_compared_as_their_ipv4_spelling() {
+        assert!(cidr("10.0.0.0/8").contains_block(&cidr("::ffff:10.1.0.0/112")));
+        assert!(cidr("::ffff:10.0.0.0/104").contains_block(&cidr("10.1.0.0/16")));
+        assert!(!cidr("::ffff:10.0.0.0/104").contains_block(&cidr("11.0.0.0/8")));
+        assert!(!cidr("10.1.0.0/16").contains_block(&cidr("::ffff:10.0.0.0/104")));
+        // Wider than the mapped range, an IPv6 block matches IPv6 clients only.
+        assert!(!cidr("::/80").contains_block(&cidr("10.0.0.0/8")));
+        assert!(!cidr("10.0.0.0/8").contains_block(&cidr("::/80")));
+        // The IPv4-compatible form is IPv6.
+        assert!(!cidr("203.0.113.0/24").contains_block(&cidr("::203.0.113.7/128")));
+    }
+
+    #[test]
     fn display_round_trips_through_parse() {
         for text in [
             "10.0.0.0/8",
@@ -519,6 +630,21 @@ mod tests {
         assert!(list.allows(ip("203.0.113.7")));
         assert!(list.allows(ip("2001:db8::1")));
         assert!(list.allows(ip("::ffff:203.0.113.7")));
+    }
+
+    #[test]
+    fn an_allow_list_allows_a_block_inside_one_of_its_entries() {
+        assert!(AllowList::default().allows_block(&cidr("0.0.0.0/0")));
+        let list =
+            AllowList::parse(&strings(&["127.0.0.0/8", "10.0.0.0/24", "10.0.1.0/24", "2001:db8::/32"]))
+                .unwrap();
+        for inside in ["127.0.0.1", "10.0.0.128/25", "2001:db8:1::/48", "::ffff:127.0.0.0/104"] {
+            assert!(list.allows_block(&cidr(inside)), "{inside}");
+        }
+        // 10.0.0.0/23 is the union of two entries, inside neither alone.
+        for outside in ["10.0.0.0/23", "0.0.0.0/0", "::/0", "192.168.0.1"] {
+            assert!(!list.allows_block(&cidr(outside)), "{outside}");
+        }
     }
 
     #[test]

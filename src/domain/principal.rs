@@ -1,6 +1,12 @@
 //! Who is calling, and in which organization they may act.
 
-use super::{DomainError, api_key::Environment, events::CredentialRole};
+use super::{
+    DomainError, FieldViolation,
+    api_key::{Environment, Origin, Settings},
+    cidr::{AllowList, Cidr},
+    events::CredentialRole,
+    rate_limit::RateLimit,
+};
 
 /// An authenticated caller. API keys and access tokens become principals too, with their own grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +26,167 @@ pub enum Grant {
     /// Everything within its own organization, except managing organizations (an instance-wide power).
     Org,
     /// What these scopes allow, within its own organization: an API key's grant. A TEST key is a staging
-    /// credential, so its grant never covers a change to keymint's own data, whatever its scopes say.
-    Scoped { scopes: Vec<String>, environment: Environment },
+    /// credential, so its grant never covers a change to keymint's own data, whatever its scopes say. The key's
+    /// limits bound the keys it may issue and act on, so that it cannot shed them through a sibling.
+    Scoped { scopes: Vec<String>, environment: Environment, limits: Limits },
+}
+
+/// What an API key is used under besides its scopes: its rate limit, daily quota, networks and expiry. A key
+/// holding `apikeys:write` issues and acts on keys only within its own limits, in every one of them; otherwise
+/// it could create, or roll and receive the secret of, a sibling that is not limited where it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub rate_limit: Option<RateLimit>,
+    pub daily_quota: Option<u64>,
+    /// Empty: every address.
+    pub networks: AllowList,
+    /// Microseconds since the Unix epoch; None: never.
+    pub expires_at: Option<i64>,
+}
+
+impl Limits {
+    /// A key's limits, from what it was created with and its current settings. Fails only on a network list
+    /// that does not parse, which a stored key's always does: settings are validated before they are stored.
+    pub fn of_key(origin: &Origin, settings: &Settings) -> Result<Limits, Vec<FieldViolation>> {
+        Ok(Limits {
+            rate_limit: settings.rate_limit,
+            daily_quota: settings.daily_quota,
+            networks: AllowList::parse(&settings.allowed_cidrs)?,
+            expires_at: origin.expires_at,
+        })
+    }
+
+    /// These limits, ending no later than `at`: a credential that stops working then (a rolled secret in its
+    /// grace period) bounds the keys it issues as if it expired then.
+    pub fn ending_by(self, at: Option<i64>) -> Limits {
+        let expires_at = match (self.expires_at, at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Limits { expires_at, ..self }
+    }
+
+    /// The first dimension in which `key` is looser than these limits, if any. A dimension these limits leave
+    /// open bounds nothing.
+    fn exceeded_by(&self, key: &Limits) -> Option<Excess> {
+        if let Some(mine) = self.rate_limit {
+            match key.rate_limit {
+                None => return Some(Excess::Rate { mine: mine.per_second, key: None }),
+                Some(theirs) if theirs.per_second > mine.per_second => {
+                    return Some(Excess::Rate { mine: mine.per_second, key: Some(theirs.per_second) });
+                }
+                Some(theirs) if theirs.burst > mine.burst => {
+                    return Some(Excess::Burst { mine: mine.burst, key: theirs.burst });
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(mine) = self.daily_quota
+            && key.daily_quota.is_none_or(|theirs| theirs > mine)
+        {
+            return Some(Excess::Quota { mine, key: key.daily_quota });
+        }
+        if !self.networks.is_empty() {
+            let outside = match key.networks.entries() {
+                [] => Some(None),
+                blocks => blocks.iter().find(|block| !self.networks.allows_block(block)).map(Some),
+            };
+            if let Some(block) = outside {
+                return Some(Excess::Networks {
+                    mine: self.networks.to_strings().join(", "),
+                    key: block.copied(),
+                });
+            }
+        }
+        if let Some(mine) = self.expires_at
+            && key.expires_at.is_none_or(|theirs| theirs > mine)
+        {
+            return Some(Excess::Expiry { mine, key: key.expires_at });
+        }
+        None
+    }
+}
+
+/// One dimension in which a key is looser than the credential acting on it: the credential's bound, and the
+/// key's value (None: the key is not limited in that dimension at all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Excess {
+    Rate { mine: u32, key: Option<u32> },
+    Burst { mine: u32, key: u32 },
+    Quota { mine: u64, key: Option<u64> },
+    Networks { mine: String, key: Option<Cidr> },
+    Expiry { mine: i64, key: Option<i64> },
+}
+
+impl Excess {
+    /// The credential's own bound, which the messages name so that the caller knows what it may ask for.
+    fn bound(&self) -> String {
+        match self {
+            Excess::Rate { mine, .. } => format!("this credential is limited to {mine} requests/s"),
+            Excess::Burst { mine, .. } => format!("this credential allows bursts of at most {mine} requests"),
+            Excess::Quota { mine, .. } => format!("this credential is limited to {mine} requests a day"),
+            Excess::Networks { mine, .. } => format!("this credential is limited to the networks {mine}"),
+            Excess::Expiry { mine, .. } => format!("this credential expires at {}", utc(*mine)),
+        }
+    }
+
+    /// What a key being created or updated asks for beyond the bound, and what to ask instead.
+    fn asked(&self) -> String {
+        match self {
+            Excess::Rate { key: None, .. } => "the key needs a rate limit no higher".into(),
+            Excess::Rate { key: Some(key), .. } => {
+                format!("the key may not allow more (it asks for {key} requests/s)")
+            }
+            Excess::Burst { key, .. } => format!("the key may not allow larger bursts (it asks for {key})"),
+            Excess::Quota { key: None, .. } => "the key needs a daily quota no higher".into(),
+            Excess::Quota { key: Some(key), .. } => {
+                format!("the key may not allow more (it asks for {key} a day)")
+            }
+            Excess::Networks { key: None, .. } => "the key must be limited to blocks inside those".into(),
+            Excess::Networks { key: Some(block), .. } => {
+                format!("the key may not allow {block}, which lies outside them")
+            }
+            Excess::Expiry { key: None, .. } => "the key must expire no later, so it needs an expiry".into(),
+            Excess::Expiry { key: Some(key), .. } => {
+                format!("the key may not expire later (it asks for {})", utc(*key))
+            }
+        }
+    }
+
+    /// What an existing key has beyond the bound.
+    fn has(&self) -> String {
+        match self {
+            Excess::Rate { key: None, .. } => "has no rate limit".into(),
+            Excess::Rate { key: Some(key), .. } => format!("allows {key} requests/s"),
+            Excess::Burst { key, .. } => format!("allows bursts of {key} requests"),
+            Excess::Quota { key: None, .. } => "has no daily quota".into(),
+            Excess::Quota { key: Some(key), .. } => format!("allows {key} requests a day"),
+            Excess::Networks { key: None, .. } => "is not limited to networks".into(),
+            Excess::Networks { key: Some(block), .. } => format!("allows {block}"),
+            Excess::Expiry { key: None, .. } => "does not expire".into(),
+            Excess::Expiry { key: Some(key), .. } => format!("expires at {}", utc(*key)),
+        }
+    }
+}
+
+/// A time for a message, as RFC 3339 in UTC (`2026-11-26T12:00:00Z`; microseconds only when there are some),
+/// the form the JSON API shows timestamps in.
+fn utc(micros: i64) -> String {
+    let (seconds, fraction) = (micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
+    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Days to a civil date in the proleptic Gregorian calendar (H. Hinnant, "chrono-Compatible Low-Level Date
+    // Algorithms"), with eras of 400 years starting on 1 March.
+    let z = days + 719_468;
+    let (era, day_of_era) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let (hour, minute, second) = (second_of_day / 3_600, second_of_day % 3_600 / 60, second_of_day % 60);
+    let fraction = if fraction == 0 { String::new() } else { format!(".{fraction:06}") };
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{fraction}Z")
 }
 
 /// keymint's own scopes: each RPC requires one. Other `resource:action` strings on a key are the integrator's,
@@ -186,19 +351,56 @@ impl Principal {
         Ok(())
     }
 
-    /// Refuses to update, roll or delete a key that has a scope the principal does not hold: rolling hands out
-    /// the key's new secret, and the others take a stronger key from whoever holds it. A key always holds its
-    /// own scopes, so it may roll (rotate) and delete itself.
-    pub fn may_act_on(&self, key_id: &str, key_scopes: &[String]) -> Result<(), DomainError> {
-        match key_scopes.iter().find(|scope| !self.holds(scope)) {
-            None => Ok(()),
-            Some(scope) => Err(DomainError::permission_denied(
+    /// Refuses to update, roll or delete a key that has a scope the principal does not hold, or that is looser
+    /// than the principal's own limits in any dimension ([`Limits`]): rolling hands out the key's new secret,
+    /// and the others take a stronger key from whoever holds it. A key always holds its own scopes and is as
+    /// loose as itself, so it may roll (rotate) and delete itself.
+    pub fn may_act_on(
+        &self,
+        key_id: &str,
+        key_scopes: &[String],
+        key_limits: &Limits,
+    ) -> Result<(), DomainError> {
+        if let Some(scope) = key_scopes.iter().find(|scope| !self.holds(scope)) {
+            return Err(DomainError::permission_denied(
                 "KEY_EXCEEDS_CALLER",
                 format!(
                     "API key {key_id} has the scope `{scope}`, which this credential does not have; only a \
                      credential holding every scope of a key may update, roll or delete it"
                 ),
+            ));
+        }
+        match self.limits().and_then(|mine| mine.exceeded_by(key_limits)) {
+            None => Ok(()),
+            Some(excess) => Err(DomainError::permission_denied(
+                "LIMIT_EXCEEDS_CALLER",
+                format!(
+                    "API key {key_id} {}, and {}; an API key may update, roll or delete only keys no looser \
+                     than itself",
+                    excess.has(),
+                    excess.bound()
+                ),
             )),
+        }
+    }
+
+    /// Refuses to issue a key, or to leave one after an update, looser than the principal's own limits in any
+    /// dimension ([`Limits`]): what an API key may not do itself, it may not hand to a key it makes.
+    pub fn may_issue(&self, key: &Limits) -> Result<(), DomainError> {
+        match self.limits().and_then(|mine| mine.exceeded_by(key)) {
+            None => Ok(()),
+            Some(excess) => Err(DomainError::permission_denied(
+                "LIMIT_EXCEEDS_CALLER",
+                format!("{}; {}", excess.bound(), excess.asked()),
+            )),
+        }
+    }
+
+    /// The limits of an API key principal; None for the other grants, which have none.
+    fn limits(&self) -> Option<&Limits> {
+        match &self.grant {
+            Grant::Scoped { limits, .. } => Some(limits),
+            Grant::InstanceAdmin | Grant::Org => None,
         }
     }
 
@@ -244,7 +446,54 @@ mod tests {
 
     fn key_in(environment: Environment, scopes: &[&str]) -> Principal {
         let scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
-        principal(Grant::Scoped { scopes, environment })
+        principal(Grant::Scoped { scopes, environment, limits: Limits::default() })
+    }
+
+    /// A LIVE key with `apikeys:write` under these limits.
+    fn limited(limits: Limits) -> Principal {
+        let scopes = strings(&["apikeys:write"]);
+        principal(Grant::Scoped { scopes, environment: Environment::Live, limits })
+    }
+
+    fn networks(blocks: &[&str]) -> AllowList {
+        AllowList::parse(&strings(blocks)).unwrap_or_else(|e| panic!("{blocks:?}: {e:?}"))
+    }
+
+    fn rate(per_second: u32, burst: u32) -> Option<RateLimit> {
+        Some(RateLimit { per_second, burst })
+    }
+
+    /// The reason and message of an issue refused, and of acting on an existing key refused, for one key.
+    fn refusals(caller: &Principal, key: &Limits) -> [Option<(&'static str, String)>; 2] {
+        let of = |result: Result<(), DomainError>| match result {
+            Err(DomainError::PermissionDenied { reason, message }) => Some((reason, message)),
+            _ => None,
+        };
+        [of(caller.may_issue(key)), of(caller.may_act_on("k", &[], key))]
+    }
+
+    /// Asserts that the caller may issue and act on each key.
+    fn allowed(caller: &Principal, keys: &[Limits]) {
+        for key in keys {
+            assert_eq!(refusals(caller, key), [None, None], "{key:?}");
+        }
+    }
+
+    /// Asserts that the caller may neither issue nor act on each key, and that both messages name the
+    /// caller's bound and the first what the key asks for or has.
+    fn refused(caller: &Principal, keys: &[(Limits, &str, &str, &str)]) {
+        for (key, bound, asked, has) in keys {
+            let [issue, act] = refusals(caller, key);
+            let (reason, message) = issue.unwrap_or_else(|| panic!("issue {key:?} allowed"));
+            assert_eq!(reason, "LIMIT_EXCEEDS_CALLER");
+            assert!(message.contains(bound) && message.contains(asked), "{message}");
+            let (reason, message) = act.unwrap_or_else(|| panic!("act on {key:?} allowed"));
+            assert_eq!(reason, "LIMIT_EXCEEDS_CALLER");
+            assert!(
+                message.contains(bound) && message.contains(has) && message.contains("API key k"),
+                "{message}"
+            );
+        }
     }
 
     fn strings(scopes: &[&str]) -> Vec<String> {
@@ -331,19 +580,209 @@ mod tests {
     #[test]
     fn a_key_acts_only_on_keys_no_stronger_than_itself() {
         let key = scoped(&["apikeys:write", "invoices:read"]);
-        assert!(key.may_act_on("k", &strings(&["invoices:read"])).is_ok());
-        assert!(key.may_act_on("k", &strings(&["apikeys:write", "invoices:read"])).is_ok());
+        assert!(key.may_act_on("k", &strings(&["invoices:read"]), &Limits::default()).is_ok());
+        assert!(
+            key.may_act_on("k", &strings(&["apikeys:write", "invoices:read"]), &Limits::default()).is_ok()
+        );
         for stronger in [&["projects:write"][..], &["invoices:write"], &["invoices:read", "apikeys:read"]] {
             let lacking = format!("`{}`", stronger[stronger.len() - 1]);
-            let refused = key.may_act_on("k", &strings(stronger));
+            let refused = key.may_act_on("k", &strings(stronger), &Limits::default());
             assert!(
                 matches!(&refused, Err(DomainError::PermissionDenied { reason: "KEY_EXCEEDS_CALLER", message })
                     if message.contains(&lacking)),
                 "{stronger:?}: {refused:?}"
             );
         }
-        assert!(principal(Grant::InstanceAdmin).may_act_on("k", &strings(&["orgs:admin", "x:y"])).is_ok());
-        assert!(principal(Grant::Org).may_act_on("k", &strings(&["projects:write", "x:y"])).is_ok());
+        assert!(
+            principal(Grant::InstanceAdmin)
+                .may_act_on("k", &strings(&["orgs:admin", "x:y"]), &Limits::default())
+                .is_ok()
+        );
+        assert!(
+            principal(Grant::Org)
+                .may_act_on("k", &strings(&["projects:write", "x:y"]), &Limits::default())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_rate_limited_key_issues_and_acts_on_keys_no_faster() {
+        let caller = limited(Limits { rate_limit: rate(10, 20), ..Limits::default() });
+        let key = |rate_limit| Limits { rate_limit, ..Limits::default() };
+        allowed(&caller, &[key(rate(10, 20)), key(rate(1, 1)), key(rate(10, 1)), key(rate(1, 20))]);
+        let bound = "this credential is limited to 10 requests/s";
+        refused(
+            &caller,
+            &[
+                (key(None), bound, "the key needs a rate limit no higher", "has no rate limit"),
+                (
+                    key(rate(11, 20)),
+                    bound,
+                    "the key may not allow more (it asks for 11 requests/s)",
+                    "allows 11",
+                ),
+                (
+                    key(rate(10, 21)),
+                    "this credential allows bursts of at most 20 requests",
+                    "the key may not allow larger bursts (it asks for 21)",
+                    "allows bursts of 21 requests",
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_key_with_a_quota_issues_and_acts_on_keys_with_no_larger_one() {
+        let caller = limited(Limits { daily_quota: Some(1_000), ..Limits::default() });
+        let key = |daily_quota| Limits { daily_quota, ..Limits::default() };
+        allowed(&caller, &[key(Some(1_000)), key(Some(1))]);
+        let bound = "this credential is limited to 1000 requests a day";
+        refused(
+            &caller,
+            &[
+                (key(None), bound, "the key needs a daily quota no higher", "has no daily quota"),
+                (key(Some(1_001)), bound, "it asks for 1001 a day", "allows 1001 requests a day"),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_key_limited_to_networks_issues_and_acts_on_keys_inside_them() {
+        let caller =
+            limited(Limits { networks: networks(&["127.0.0.0/8", "2001:db8::/32"]), ..Limits::default() });
+        let key = |blocks: &[&str]| Limits { networks: networks(blocks), ..Limits::default() };
+        allowed(
+            &caller,
+            &[
+                key(&["127.0.0.0/8"]),
+                key(&["127.0.0.1", "2001:db8:1::/48"]),
+                key(&["::ffff:127.0.0.0/104"]),
+                key(&["2001:db8::1/128"]),
+            ],
+        );
+        let bound = "this credential is limited to the networks 127.0.0.0/8, 2001:db8::/32";
+        refused(
+            &caller,
+            &[
+                (
+                    key(&[]),
+                    bound,
+                    "the key must be limited to blocks inside those",
+                    "is not limited to networks",
+                ),
+                (key(&["127.0.0.1", "10.0.0.0/8"]), bound, "may not allow 10.0.0.0/8", "allows 10.0.0.0/8"),
+                (key(&["0.0.0.0/0"]), bound, "may not allow 0.0.0.0/0", "allows 0.0.0.0/0"),
+                (key(&["126.0.0.0/7"]), bound, "may not allow 126.0.0.0/7", "allows 126.0.0.0/7"),
+                (key(&["::/0"]), bound, "may not allow ::/0", "allows ::/0"),
+                (key(&["2001:db8::/31"]), bound, "may not allow 2001:db8::/31", "allows 2001:db8::/31"),
+            ],
+        );
+        // A caller limited to one address: a key may have that address, in either spelling, and nothing more.
+        let host = limited(Limits { networks: networks(&["127.0.0.1/32"]), ..Limits::default() });
+        allowed(&host, &[key(&["127.0.0.1"]), key(&["::ffff:127.0.0.1"])]);
+        assert_eq!(reason(host.may_issue(&key(&["127.0.0.0/31"]))), Some("LIMIT_EXCEEDS_CALLER"));
+        // Blocks that together, not one by one, lie inside the caller's are refused.
+        let halves =
+            limited(Limits { networks: networks(&["10.0.0.0/25", "10.0.0.128/25"]), ..Limits::default() });
+        assert_eq!(reason(halves.may_issue(&key(&["10.0.0.0/24"]))), Some("LIMIT_EXCEEDS_CALLER"));
+        // An unlimited caller bounds nothing: /0 of both families is allowed.
+        allowed(&limited(Limits::default()), &[key(&["0.0.0.0/0", "::/0"]), key(&[])]);
+    }
+
+    #[test]
+    fn an_expiring_key_issues_and_acts_on_keys_that_expire_no_later() {
+        // 2026-11-26T12:00:00Z.
+        let noon = 1_795_694_400_000_000;
+        let caller = limited(Limits { expires_at: Some(noon), ..Limits::default() });
+        let key = |expires_at| Limits { expires_at, ..Limits::default() };
+        allowed(&caller, &[key(Some(noon)), key(Some(noon - 1))]);
+        let bound = "this credential expires at 2026-11-26T12:00:00Z";
+        refused(
+            &caller,
+            &[
+                (key(None), bound, "the key must expire no later, so it needs an expiry", "does not expire"),
+                (
+                    key(Some(noon + 1)),
+                    bound,
+                    "(it asks for 2026-11-26T12:00:00.000001Z)",
+                    "expires at 2026-11-26T12:00:00.000001Z",
+                ),
+            ],
+        );
+        // A rolled secret in its grace period ends the credential when it ends, if that is sooner.
+        let unlimited = Limits::default();
+        assert_eq!(unlimited.clone().ending_by(Some(noon)).expires_at, Some(noon));
+        assert_eq!(key(Some(noon)).ending_by(Some(noon + 1)).expires_at, Some(noon));
+        assert_eq!(key(Some(noon + 1)).ending_by(Some(noon)).expires_at, Some(noon));
+        assert_eq!(unlimited.ending_by(None).expires_at, None);
+    }
+
+    #[test]
+    fn every_dimension_binds_at_once_and_only_keys_carry_limits() {
+        let bounds = Limits {
+            rate_limit: rate(10, 20),
+            daily_quota: Some(1_000),
+            networks: networks(&["127.0.0.0/8"]),
+            expires_at: Some(1_795_694_400_000_000),
+        };
+        let caller = limited(bounds.clone());
+        allowed(&caller, std::slice::from_ref(&bounds));
+        // Loose in one dimension only, each in turn.
+        for loose in [
+            Limits { rate_limit: None, ..bounds.clone() },
+            Limits { daily_quota: None, ..bounds.clone() },
+            Limits { networks: AllowList::default(), ..bounds.clone() },
+            Limits { expires_at: None, ..bounds.clone() },
+        ] {
+            assert_eq!(reason(caller.may_issue(&loose)), Some("LIMIT_EXCEEDS_CALLER"), "{loose:?}");
+            assert_eq!(
+                reason(caller.may_act_on("k", &[], &loose)),
+                Some("LIMIT_EXCEEDS_CALLER"),
+                "{loose:?}"
+            );
+        }
+        // A key it lacks a scope of is refused for the scope first.
+        assert_eq!(
+            reason(caller.may_act_on("k", &strings(&["projects:write"]), &Limits::default())),
+            Some("KEY_EXCEEDS_CALLER")
+        );
+        for grant in [Grant::InstanceAdmin, Grant::Org] {
+            let admin = principal(grant);
+            assert!(admin.may_issue(&Limits::default()).is_ok());
+            assert!(admin.may_act_on("k", &[], &Limits::default()).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_key_s_limits_come_from_its_origin_and_settings() {
+        let origin = Origin { expires_at: Some(7), ..Origin::default() };
+        let settings = Settings {
+            rate_limit: rate(1, 2),
+            daily_quota: Some(3),
+            allowed_cidrs: strings(&["10.0.0.0/8"]),
+            ..Settings::default()
+        };
+        let limits = Limits::of_key(&origin, &settings);
+        assert_eq!(
+            limits.ok(),
+            Some(Limits {
+                rate_limit: rate(1, 2),
+                daily_quota: Some(3),
+                networks: networks(&["10.0.0.0/8"]),
+                expires_at: Some(7)
+            })
+        );
+        let corrupt = Settings { allowed_cidrs: strings(&["nonsense"]), ..settings };
+        assert!(Limits::of_key(&origin, &corrupt).is_err());
+    }
+
+    #[test]
+    fn times_in_messages_are_rfc_3339_utc() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_795_694_400_000_000), "2026-11-26T12:00:00Z");
+        assert_eq!(utc(951_782_400_000_000 + 1), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(utc(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(utc(253_402_300_799_000_000), "9999-12-31T23:59:59Z");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::{
         AggregateType, DomainError, Event,
         events::CredentialRole,
         org::Org,
-        principal::{Grant, Principal},
+        principal::{Grant, Limits, Principal},
     },
     store::{Append, Page, StoreError, files},
 };
@@ -83,19 +83,27 @@ impl Services {
     }
 
     /// A TEST key authenticates, so that staging can read and verify; its grant carries its environment, and
-    /// `Principal::require` refuses it every call that changes something.
+    /// `Principal::require` refuses it every call that changes something. The grant carries the key's limits
+    /// too, which bound the keys it may issue and act on; a rolled secret in its grace period expires with it.
     async fn api_key_principal(&self, secret: &str, client_ip: Option<IpAddr>) -> Result<Principal> {
         let request =
             VerifyRequest { secret, client_ip, required_scopes: &[], accept_test_keys: true, org_id: None };
         let verdict = self.verify_api_key(request).await?;
         let refused = match (verdict.code, verdict.key) {
             (VerifyCode::Valid, Some(key)) => {
+                let limits = Limits::of_key(&key.origin, &key.settings).map_err(|_| {
+                    Error::Internal(format!("API key {} has an invalid network list", key.id))
+                })?;
+                // A rolled secret in its grace period is a credential that ends with it: it must not mint, or
+                // roll its own key into, a secret that outlives it.
+                let limits = limits.ending_by(key.secret_expires_at());
                 return Ok(Principal {
                     id: key.id.clone(),
                     org_id: key.org_id.clone(),
                     grant: Grant::Scoped {
                         scopes: key.settings.scopes.clone(),
                         environment: key.origin.environment,
+                        limits,
                     },
                 });
             }

@@ -6,11 +6,12 @@ use zeroize::Zeroizing;
 use crate::{
     crypto::{api_key_secret, secret::hash_secret},
     domain::{
-        AggregateType, DomainError, Timestamp,
+        AggregateType, DomainError, Event, Timestamp,
         api_key::{
             self, ApiKey, Environment, KeyStatus, MAX_GRACE_MICROS, Origin, SecretRef, Settings, UPDATABLE,
         },
         app,
+        principal::Limits,
         validate::Violations,
     },
     store::{ApiKeyCursor, ApiKeyQuery, ApiKeyRow, EventRange, RecordedEvent, RowDetails},
@@ -73,6 +74,7 @@ impl Services {
         let settings = settings.validate(&mut violations);
         violations.into_result()?;
         caller.principal.may_grant(&settings.scopes)?;
+        caller.principal.may_issue(&limits_of(&origin, &settings)?)?;
         if let Some(app_id) = &origin.app_id
             && !self.store.app_in_org(&caller.org_id, app_id).await?
         {
@@ -137,8 +139,9 @@ impl Services {
         Ok((records, has_more))
     }
 
-    /// Changes the fields the mask names. The caller must hold every scope of the key before and after, and a
-    /// key may not change its own bounds (scopes, networks, limits, status).
+    /// Changes the fields the mask names. The caller must hold every scope of the key before and after, the key
+    /// must be no looser than the caller's own limits (rate limit, quota, networks, expiry) before and after, and
+    /// a key may not change its own bounds (scopes, networks, limits, status).
     pub async fn update_api_key(
         &self,
         caller: &Caller,
@@ -167,26 +170,35 @@ impl Services {
                 let requested = &requested;
                 async move {
                     // Checked on the state the write is decided on, so a concurrent widening cannot slip past.
-                    caller.principal.may_act_on(id, &key.state.settings.scopes)?;
-                    Ok(key.state.update(id, mask, requested)?)
+                    may_act_on(caller, id, &key.state)?;
+                    let events = key.state.update(id, mask, requested)?;
+                    // The key as the update leaves it, validated and normalised: a loosened limit shows here.
+                    for event in &events {
+                        if let Event::ApiKeyUpdated { settings, .. } = event {
+                            caller.principal.may_issue(&limits_of(&key.state.origin, settings)?)?;
+                        }
+                    }
+                    Ok(events)
                 }
             })
             .await?;
         Ok((self.api_key(caller, id).await?, written))
     }
 
-    /// Revokes a key: from the moment this returns, no verify on this process accepts it. Only a caller holding
-    /// every scope of the key may: revoking a stronger key would take it from whoever holds it.
+    /// Revokes a key: from the moment this returns, no verify on this process accepts it. The caller must hold
+    /// every scope of the key, and the key must be no looser than the caller's own limits: revoking a stronger or
+    /// looser key would take it from whoever holds it.
     pub async fn delete_api_key(&self, caller: &Caller, id: &str) -> Result<Written> {
         self.command::<ApiKey, _, _>(key_target(caller, id), |key| async move {
-            caller.principal.may_act_on(id, &key.state.settings.scopes)?;
+            may_act_on(caller, id, &key.state)?;
             Ok(key.state.delete(id)?)
         })
         .await
     }
 
     /// A new secret for the key; the old one works until `grace` has passed (0: it stops now). The caller
-    /// receives the new secret, so it must hold every scope of the key; a key may roll itself.
+    /// receives the new secret, so it must hold every scope of the key, and the key must be no looser than the
+    /// caller's own limits; a key may roll itself.
     pub async fn roll_api_key(
         &self,
         caller: &Caller,
@@ -205,7 +217,7 @@ impl Services {
             .command::<ApiKey, _, _>(key_target(caller, id), |key| {
                 let secret_ref = secret_ref.clone();
                 async move {
-                    caller.principal.may_act_on(id, &key.state.settings.scopes)?;
+                    may_act_on(caller, id, &key.state)?;
                     Ok(key.state.roll(id, secret_ref, old_expires_at)?)
                 }
             })
@@ -273,6 +285,24 @@ pub(super) fn decode(row: &ApiKeyRow) -> Result<(Origin, Settings)> {
         settings.status = KeyStatus::Revoked;
     }
     Ok((origin, settings))
+}
+
+/// Refuses to update, roll or delete a key stronger or looser than the caller ([`Limits`]). A key that does not
+/// exist here (an unknown ID, or another organization's key) is left to the domain, which says it is not found:
+/// its empty state would read as a key with no limits at all.
+fn may_act_on(caller: &Caller, id: &str, key: &ApiKey) -> Result<()> {
+    if !key.exists {
+        return Ok(());
+    }
+    let limits = limits_of(&key.origin, &key.settings)?;
+    Ok(caller.principal.may_act_on(id, &key.settings.scopes, &limits)?)
+}
+
+/// A key's limits, for comparing with the caller's. Stored settings were validated, so a network list that
+/// does not parse is a bug, not a request to refuse.
+fn limits_of(origin: &Origin, settings: &Settings) -> Result<Limits> {
+    Limits::of_key(origin, settings)
+        .map_err(|_| Error::Internal("an API key's network list does not parse after validation".into()))
 }
 
 /// The aggregate of one key, written on the caller's behalf.

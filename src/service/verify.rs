@@ -107,6 +107,12 @@ impl KeyView {
         })
     }
 
+    /// When the secret this entry was found by stops working: the end of a rolled secret's grace period; None
+    /// for the key's current secret.
+    pub fn secret_expires_at(&self) -> Option<i64> {
+        self.secret_expires_at
+    }
+
     /// Every check that needs no meter, in the order the codes are reported.
     fn check(&self, request: &VerifyRequest<'_>, now: Timestamp) -> VerifyCode {
         let status = self.settings.status;

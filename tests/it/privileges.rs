@@ -1,5 +1,6 @@
-//! No credential gains by acting on keys: a key touches only keys no stronger than itself, never its own bounds;
-//! `orgs:admin` on an organization's key sees that organization only; TEST keys never change anything.
+//! No credential gains by acting on keys: a key touches only keys no stronger than itself and no looser than its
+//! own limits, never its own bounds; `orgs:admin` on an organization's key sees that organization only; TEST keys
+//! never change anything.
 
 use keymint::api::pb::keymint::{
     admin::v1::{AddOrgRequest, GetOrgByIdRequest, ListOrgsRequest},
@@ -308,6 +309,315 @@ async fn a_test_key_reads_but_never_writes(db: Db) {
     assert!(verdict.into_inner().valid);
 
     server.stop().await;
+}
+
+/// A request for a key with the scopes `apikeys:write` and `invoices:read`, limited in every dimension: 50
+/// requests/s (bursts of 100), 1 000 a day, this machine and 10.0.0.0/8, and expiring in an hour. Its networks
+/// include 127.0.0.0/8 because the test server sees its clients at 127.0.0.1.
+fn bounded(title: &str) -> CreateApiKeyRequest {
+    CreateApiKeyRequest {
+        allowed_cidrs: strings(&["127.0.0.0/8", "10.0.0.0/8"]),
+        rate_limit: Some(RateLimit { per_second: 50, burst: 100 }),
+        daily_quota: 1_000,
+        expires_at: Some(in_seconds(3_600)),
+        ..api_key_request(title, &["apikeys:write", "invoices:read"])
+    }
+}
+
+fn in_seconds(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: now_seconds() + seconds, nanos: 0 }
+}
+
+/// Creates a key as the admin; returns (key ID, secret).
+async fn created_by_admin(server: &TestServer, request: CreateApiKeyRequest) -> (String, String) {
+    let created = server.api_keys().await.create_api_key(server.req(request)).await.expect("create");
+    let created = created.into_inner();
+    (created.api_key.expect("record").id, created.secret)
+}
+
+/// The key's sequence: unchanged when nothing was written to it.
+async fn sequence_of(server: &TestServer, id: &str) -> u64 {
+    let got = server.api_keys().await.get_api_key(server.req(GetApiKeyRequest { id: id.into() })).await;
+    got.expect("get").into_inner().api_key.expect("record").details.expect("details").sequence
+}
+
+/// How many keys the organization has, revoked ones included.
+async fn key_count(server: &TestServer) -> usize {
+    let mut client = server.api_keys().await;
+    let listed =
+        client.list_api_keys(server.req(ListApiKeysRequest { limit: 100, ..Default::default() })).await;
+    listed.expect("list").into_inner().result.len()
+}
+
+/// Asserts a refusal for a limit, naming the caller's bound.
+fn assert_limited(result: Result<impl std::fmt::Debug, tonic::Status>, bound: &str, case: &str) {
+    let status = result.expect_err(case);
+    assert_eq!(error_of(&status), refused("LIMIT_EXCEEDS_CALLER"), "{case}: {}", status.message());
+    assert!(status.message().contains(bound), "{case}: {}", status.message());
+}
+
+on_both_databases!(a_key_issues_keys_only_within_its_own_limits, issue_only_within_own_limits);
+async fn issue_only_within_own_limits(db: Db) {
+    let server = TestServer::start(db).await;
+    let mut client = server.api_keys().await;
+    let scopes = ["apikeys:write", "invoices:read"];
+    let with_scopes = |title: &str| api_key_request(title, &scopes);
+    let (_, rated) = created_by_admin(
+        &server,
+        CreateApiKeyRequest {
+            rate_limit: Some(RateLimit { per_second: 10, burst: 20 }),
+            ..with_scopes("rated")
+        },
+    )
+    .await;
+    let (_, networked) = created_by_admin(
+        &server,
+        CreateApiKeyRequest {
+            allowed_cidrs: strings(&["127.0.0.0/8", "10.0.0.0/8"]),
+            ..with_scopes("networked")
+        },
+    )
+    .await;
+    let (_, quota) =
+        created_by_admin(&server, CreateApiKeyRequest { daily_quota: 1_000, ..with_scopes("quota") }).await;
+    let in_an_hour = in_seconds(3_600);
+    let (_, expiring) = created_by_admin(
+        &server,
+        CreateApiKeyRequest { expires_at: Some(in_an_hour), ..with_scopes("expiring") },
+    )
+    .await;
+    let before = key_count(&server).await;
+
+    // Each caller refused a key looser than itself in its dimension, the message naming its bound.
+    let rate = |per_second, burst| Some(RateLimit { per_second, burst });
+    let bound = "this credential is limited to 10 requests/s";
+    for (limit, bound, case) in [
+        (None, bound, "no rate limit"),
+        (rate(11, 20), bound, "a higher rate"),
+        (rate(10, 21), "this credential allows bursts of at most 20 requests", "a larger burst"),
+    ] {
+        let minted = CreateApiKeyRequest { rate_limit: limit, ..with_scopes(case) };
+        assert_limited(client.create_api_key(with_token(minted, &rated)).await, bound, case);
+    }
+    let bound = "this credential is limited to the networks 127.0.0.0/8, 10.0.0.0/8";
+    for (blocks, case) in [
+        (&[][..], "any network"),
+        (&["0.0.0.0/0"], "every IPv4 network"),
+        (&["::/0"], "every IPv6 network"),
+        (&["10.0.0.0/7"], "a wider block"),
+        (&["127.0.0.1/32", "192.168.0.0/16"], "one block outside"),
+    ] {
+        let minted = CreateApiKeyRequest { allowed_cidrs: strings(blocks), ..with_scopes(case) };
+        assert_limited(client.create_api_key(with_token(minted, &networked)).await, bound, case);
+    }
+    let bound = "this credential is limited to 1000 requests a day";
+    for (daily_quota, case) in [(0, "no quota"), (1_001, "a larger quota")] {
+        let minted = CreateApiKeyRequest { daily_quota, ..with_scopes(case) };
+        assert_limited(client.create_api_key(with_token(minted, &quota)).await, bound, case);
+    }
+    for (expires_at, case) in [(None, "no expiry"), (Some(in_seconds(7_200)), "a later expiry")] {
+        let minted = CreateApiKeyRequest { expires_at, ..with_scopes(case) };
+        assert_limited(
+            client.create_api_key(with_token(minted, &expiring)).await,
+            "this credential expires at",
+            case,
+        );
+    }
+    assert_eq!(key_count(&server).await, before, "no refused key was created");
+
+    // Within its limits, each mints a key, and the key works under them.
+    let minted = [
+        (CreateApiKeyRequest { rate_limit: rate(5, 10), ..with_scopes("slower") }, &rated),
+        (CreateApiKeyRequest { rate_limit: rate(10, 20), ..with_scopes("as fast") }, &rated),
+        (
+            CreateApiKeyRequest { allowed_cidrs: strings(&["127.0.0.1/32"]), ..with_scopes("host") },
+            &networked,
+        ),
+        (
+            CreateApiKeyRequest {
+                allowed_cidrs: strings(&["10.1.0.0/16", "127.0.0.0/8"]),
+                ..with_scopes("inside")
+            },
+            &networked,
+        ),
+        (CreateApiKeyRequest { daily_quota: 500, ..with_scopes("smaller quota") }, &quota),
+        (CreateApiKeyRequest { expires_at: Some(in_seconds(1_800)), ..with_scopes("sooner") }, &expiring),
+        (CreateApiKeyRequest { expires_at: Some(in_an_hour), ..with_scopes("as soon") }, &expiring),
+    ];
+    for (request, caller) in minted {
+        let title = request.title.clone();
+        let created = client.create_api_key(with_token(request, caller)).await;
+        let secret = created.unwrap_or_else(|e| panic!("{title}: {e:?}")).into_inner().secret;
+        assert!(verifies(&server, &secret).await, "{title}");
+    }
+    // The admin is bound by none of this.
+    created_by_admin(&server, with_scopes("unlimited")).await;
+
+    server.stop().await;
+}
+
+on_both_databases!(a_key_cannot_loosen_a_key_by_updating_it, update_only_within_own_limits);
+async fn update_only_within_own_limits(db: Db) {
+    let server = TestServer::start(db).await;
+    let mut client = server.api_keys().await;
+    let (_, caller) = created_by_admin(&server, bounded("caller")).await;
+    let (tight_id, _) = created_by_admin(&server, bounded("tight")).await;
+    let (loose_id, _) =
+        created_by_admin(&server, CreateApiKeyRequest { rate_limit: None, ..bounded("no rate limit") }).await;
+
+    // Loosening a key within the caller's limits, in each updatable dimension: refused, nothing written.
+    let sequence = sequence_of(&server, &tight_id).await;
+    let loosen = |mask: &str| {
+        let mut loosen = update(&tight_id, &[mask]);
+        loosen.rate_limit = Some(RateLimit { per_second: 51, burst: 100 });
+        loosen.allowed_cidrs = strings(&["127.0.0.0/8", "0.0.0.0/0"]);
+        loosen.daily_quota = 0;
+        loosen
+    };
+    for (mask, bound) in [
+        ("rate_limit", "this credential is limited to 50 requests/s"),
+        ("allowed_cidrs", "this credential is limited to the networks 127.0.0.0/8, 10.0.0.0/8"),
+        ("daily_quota", "this credential is limited to 1000 requests a day"),
+    ] {
+        assert_limited(client.update_api_key(with_token(loosen(mask), &caller)).await, bound, mask);
+    }
+    let mut unlimit = update(&tight_id, &["rate_limit"]);
+    unlimit.rate_limit = None;
+    assert_limited(
+        client.update_api_key(with_token(unlimit, &caller)).await,
+        "50 requests/s",
+        "no rate limit",
+    );
+    assert_eq!(sequence_of(&server, &tight_id).await, sequence, "nothing written");
+
+    // Tightening it, or changing other fields, is allowed.
+    let mut tighten = update(&tight_id, &["rate_limit", "allowed_cidrs", "daily_quota", "title"]);
+    tighten.rate_limit = Some(RateLimit { per_second: 5, burst: 5 });
+    tighten.allowed_cidrs = strings(&["127.0.0.1/32"]);
+    tighten.daily_quota = 10;
+    tighten.title = "tighter".into();
+    client.update_api_key(with_token(tighten, &caller)).await.expect("tighten");
+
+    // A key already looser than the caller may not be changed at all: not renamed, not even tightened.
+    let mut rename = update(&loose_id, &["title"]);
+    rename.title = "mine".into();
+    let mut tighten = update(&loose_id, &["rate_limit"]);
+    tighten.rate_limit = Some(RateLimit { per_second: 1, burst: 1 });
+    for (change, case) in [(rename, "rename"), (tighten, "tighten")] {
+        let changed = client.update_api_key(with_token(change, &caller)).await;
+        assert_limited(changed, "this credential is limited to 50 requests/s", case);
+    }
+
+    server.stop().await;
+}
+
+on_both_databases!(a_key_cannot_roll_or_delete_a_looser_key, roll_and_delete_only_tighter_keys);
+async fn roll_and_delete_only_tighter_keys(db: Db) {
+    let server = TestServer::start(db).await;
+    let mut client = server.api_keys().await;
+    let (caller_id, caller) = created_by_admin(&server, bounded("caller")).await;
+
+    // Siblings with the caller's scopes, each looser in one dimension.
+    let siblings = [
+        (
+            CreateApiKeyRequest { rate_limit: None, ..bounded("no rate limit") },
+            "this credential is limited to 50 requests/s",
+        ),
+        (
+            CreateApiKeyRequest {
+                rate_limit: Some(RateLimit { per_second: 50, burst: 101 }),
+                ..bounded("burst")
+            },
+            "this credential allows bursts of at most 100 requests",
+        ),
+        (
+            CreateApiKeyRequest { daily_quota: 0, ..bounded("no quota") },
+            "this credential is limited to 1000 requests a day",
+        ),
+        (
+            CreateApiKeyRequest { allowed_cidrs: vec![], ..bounded("any network") },
+            "this credential is limited to the networks",
+        ),
+        (
+            CreateApiKeyRequest { allowed_cidrs: strings(&["126.0.0.0/7"]), ..bounded("wider network") },
+            "this credential is limited to the networks",
+        ),
+        (CreateApiKeyRequest { expires_at: None, ..bounded("no expiry") }, "this credential expires at"),
+        (
+            CreateApiKeyRequest { expires_at: Some(in_seconds(7_200)), ..bounded("later expiry") },
+            "this credential expires at",
+        ),
+    ];
+    for (request, bound) in siblings {
+        let title = request.title.clone();
+        let (id, secret) = created_by_admin(&server, request).await;
+        let sequence = sequence_of(&server, &id).await;
+        // Rolling it would hand the caller a looser secret: refused, and nothing written.
+        assert_limited(
+            client.roll_api_key(with_token(roll(&id), &caller)).await,
+            bound,
+            &format!("roll {title}"),
+        );
+        assert!(verifies(&server, &secret).await, "{title}: the old secret still works");
+        let deleted =
+            client.delete_api_key(with_token(DeleteApiKeyRequest { id: id.clone() }, &caller)).await;
+        assert_limited(deleted, bound, &format!("delete {title}"));
+        assert!(verifies(&server, &secret).await, "{title}: not revoked");
+        assert_eq!(sequence_of(&server, &id).await, sequence, "{title}: nothing written");
+    }
+
+    // A key within the caller's limits it rolls (and receives a working secret) and deletes.
+    let (id, old) = created_by_admin(
+        &server,
+        CreateApiKeyRequest {
+            allowed_cidrs: strings(&["127.0.0.1/32"]),
+            expires_at: Some(in_seconds(60)),
+            ..bounded("tighter")
+        },
+    )
+    .await;
+    let rolled =
+        client.roll_api_key(with_token(roll(&id), &caller)).await.expect("roll tighter").into_inner();
+    assert!(verifies(&server, &rolled.secret).await && !verifies(&server, &old).await);
+    client.delete_api_key(with_token(DeleteApiKeyRequest { id }, &caller)).await.expect("delete tighter");
+    // And itself, being no looser than itself.
+    let rotated = client.roll_api_key(with_token(roll(&caller_id), &caller)).await.expect("roll itself");
+    assert!(verifies(&server, &rotated.into_inner().secret).await);
+
+    server.stop().await;
+}
+
+on_both_databases!(
+    a_rolled_secret_mints_no_key_that_outlives_it,
+    a_rolled_secret_mints_no_key_that_outlives_it
+);
+async fn a_rolled_secret_mints_no_key_that_outlives_it(db: Db) {
+    let server = TestServer::start(db).await;
+    let mut client = server.api_keys().await;
+    let (id, old) = server.api_key("rolled", &["apikeys:write", "invoices:read"]).await;
+    let hour = prost_types::Duration { seconds: 3_600, nanos: 0 };
+    let rolled = RollApiKeyRequest { id: id.clone(), grace_period: Some(hour) };
+    let rolled = client.roll_api_key(server.req(rolled)).await.expect("roll").into_inner();
+
+    // The old secret works for an hour: it may not mint a key that works longer, nor roll its own key into one.
+    let minted = client.create_api_key(with_token(minted_request(), &old)).await;
+    assert_limited(minted, "this credential expires at", "mint");
+    let rolled_again = client.roll_api_key(with_token(roll(&id), &old)).await;
+    assert_limited(rolled_again, "this credential expires at", "roll its own key");
+    assert!(verifies(&server, &rolled.secret).await, "the current secret still works");
+    let sooner = CreateApiKeyRequest { expires_at: Some(in_seconds(1_800)), ..minted_request() };
+    client.create_api_key(with_token(sooner, &old)).await.expect("a key that ends sooner");
+    // The current secret is bound by no expiry.
+    client
+        .create_api_key(with_token(minted_request(), &rolled.secret))
+        .await
+        .expect("the current secret mints");
+
+    server.stop().await;
+}
+
+fn minted_request() -> CreateApiKeyRequest {
+    api_key_request("minted", &["invoices:read"])
 }
 
 fn now_seconds() -> i64 {
