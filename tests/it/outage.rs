@@ -104,14 +104,19 @@ async fn two_processes_behind(db: &FreshDb) -> (Proxy, TestServer, TestServer) {
     (proxy, a, b)
 }
 
-/// Restarts a local PostgreSQL cluster named `<version>/<name>` (e.g. `15/main`) with pg_ctlcluster.
+/// Stops a local PostgreSQL cluster named `<version>/<name>` (e.g. `15/main`) with pg_ctlcluster, waits
+/// KEYMINT_TEST_POSTGRES_DOWN_MS (default 0), and starts it again.
 fn restart_postgres(cluster: &str) {
     let (version, name) = cluster.split_once('/').expect("KEYMINT_TEST_RESTART_POSTGRES is <version>/<name>");
-    let status = std::process::Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", version, name, "restart"])
-        .status()
-        .expect("pg_ctlcluster");
-    assert!(status.success(), "PostgreSQL restarted");
+    let down_ms = std::env::var("KEYMINT_TEST_POSTGRES_DOWN_MS").ok().and_then(|ms| ms.parse().ok()).unwrap_or(0);
+    for (action, pause) in [("stop", down_ms), ("start", 0)] {
+        let status = std::process::Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect", version, name, action])
+            .status()
+            .expect("pg_ctlcluster");
+        assert!(status.success(), "PostgreSQL {action}");
+        std::thread::sleep(Duration::from_millis(pause));
+    }
 }
 
 fn verify(secret: &str) -> VerifyApiKeyRequest {
