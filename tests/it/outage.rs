@@ -108,7 +108,8 @@ async fn two_processes_behind(db: &FreshDb) -> (Proxy, TestServer, TestServer) {
 /// KEYMINT_TEST_POSTGRES_DOWN_MS (default 0), and starts it again.
 fn restart_postgres(cluster: &str) {
     let (version, name) = cluster.split_once('/').expect("KEYMINT_TEST_RESTART_POSTGRES is <version>/<name>");
-    let down_ms = std::env::var("KEYMINT_TEST_POSTGRES_DOWN_MS").ok().and_then(|ms| ms.parse().ok()).unwrap_or(0);
+    let down_ms =
+        std::env::var("KEYMINT_TEST_POSTGRES_DOWN_MS").ok().and_then(|ms| ms.parse().ok()).unwrap_or(0);
     for (action, pause) in [("stop", down_ms), ("start", 0)] {
         let status = std::process::Command::new("pg_ctlcluster")
             .args(["--skip-systemctl-redirect", version, name, action])
