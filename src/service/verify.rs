@@ -145,6 +145,10 @@ pub(super) struct ApiKeyCache(RwLock<CacheEntries>);
 #[derive(Debug, Default)]
 struct CacheEntries {
     by_hash: HashMap<String, Arc<KeyView>>,
+    /// Well-formed secrets the store does not know, and when it said so. A secret is 256 random bits: one that was
+    /// never issued will not be issued later, so remembering its absence is safe, and it spares the store a query
+    /// per guess (the checksum is public, so anyone can make well-formed secrets).
+    absent: HashMap<String, std::time::Instant>,
     /// Bumped by every invalidation: a store read that started before one must not fill the cache after it.
     generation: u64,
 }
@@ -152,6 +156,25 @@ struct CacheEntries {
 impl ApiKeyCache {
     /// Bounds memory: past this many secrets the cache starts over.
     const MAX_ENTRIES: usize = 100_000;
+    /// Absent secrets are remembered this long, and at most this many.
+    const ABSENT_FOR: Duration = Duration::from_secs(30);
+    const MAX_ABSENT: usize = 10_000;
+
+    fn is_absent(&self, hash: &str) -> bool {
+        let entries = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        entries.absent.get(hash).is_some_and(|since| since.elapsed() < Self::ABSENT_FOR)
+    }
+
+    fn remember_absent(&self, hash: String) {
+        let mut entries = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if entries.absent.len() >= Self::MAX_ABSENT {
+            entries.absent.retain(|_, since| since.elapsed() < Self::ABSENT_FOR);
+            if entries.absent.len() >= Self::MAX_ABSENT {
+                entries.absent.clear();
+            }
+        }
+        entries.absent.insert(hash, std::time::Instant::now());
+    }
 
     fn get(&self, hash: &str) -> Option<Arc<KeyView>> {
         self.0.read().unwrap_or_else(PoisonError::into_inner).by_hash.get(hash).cloned()
@@ -376,6 +399,7 @@ impl Services {
         let cached = self.api_keys_read.get(&hash);
         let view = match cached {
             Some(view) if self.memory_is_current() => view,
+            None if self.api_keys_read.is_absent(&hash) => return Ok(not_found),
             cached => {
                 let generation = self.api_keys_read.generation();
                 match self.store.api_key_by_secret(&hash).await {
@@ -385,7 +409,10 @@ impl Services {
                         self.api_keys_read.fill(generation, view.clone());
                         view
                     }
-                    Ok(None) => return Ok(not_found),
+                    Ok(None) => {
+                        self.api_keys_read.remember_absent(hash);
+                        return Ok(not_found);
+                    }
                     // The store is unreachable, so nothing can have been revoked since: memory answers.
                     Err(e) => match cached {
                         Some(view) if e.is_unavailable() => view,
@@ -610,6 +637,19 @@ mod tests {
             1,
             "only the quota's meter stays"
         );
+    }
+
+    #[test]
+    fn unknown_secrets_are_remembered_within_a_bound() {
+        let cache = ApiKeyCache::default();
+        assert!(!cache.is_absent("h"));
+        cache.remember_absent("h".into());
+        assert!(cache.is_absent("h") && !cache.is_absent("other"));
+        for i in 0..ApiKeyCache::MAX_ABSENT {
+            cache.remember_absent(format!("guess-{i}"));
+        }
+        let remembered = cache.0.read().unwrap_or_else(PoisonError::into_inner).absent.len();
+        assert!(remembered <= ApiKeyCache::MAX_ABSENT, "{remembered}");
     }
 
     #[test]
