@@ -129,6 +129,11 @@ impl Figures {
     }
 }
 
+/// A scenario's figures under another name (the same calls, made another way).
+fn named(name: &'static str, figures: Figures) -> Figures {
+    Figures { name, ..figures }
+}
+
 fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -235,7 +240,8 @@ async fn run(args: Args) -> BenchResult<u64> {
     if run_reads {
         let key_ids = seed(&running, &target, args.seed_keys).await?;
         wait_for_full_pool(&running).await;
-        let (fresh, mut seeded) = add_key_by_history(&channels[0], &target, 24).await?;
+        let nagle = connect_with_nagle(&running).await?;
+        let (fresh, mut seeded) = add_key_by_history(&nagle, &target, 24).await?;
         seeded.extra.insert("p50_ratio_to_fresh_app", seeded.percentile_ms(50.0) / fresh.percentile_ms(50.0));
         fresh.print();
         seeded.print();
@@ -245,6 +251,22 @@ async fn run(args: Args) -> BenchResult<u64> {
             get_app_key(&channels, &target, &key_ids, args.concurrency, Duration::from_secs(args.seconds))
                 .await,
             list_app_keys(&channels, &target, args.concurrency, Duration::from_secs(args.seconds)).await,
+            named(
+                "get-app-key-one-at-a-time",
+                get_app_key(
+                    std::slice::from_ref(&nagle),
+                    &target,
+                    &key_ids,
+                    1,
+                    Duration::from_secs(args.seconds),
+                )
+                .await,
+            ),
+            named(
+                "list-app-keys-one-at-a-time",
+                list_app_keys(std::slice::from_ref(&nagle), &target, 1, Duration::from_secs(args.seconds))
+                    .await,
+            ),
         ] {
             figures.extra.insert("ratio_to_health", figures.per_second() / health.per_second());
             figures.print();
@@ -259,6 +281,11 @@ async fn run(args: Args) -> BenchResult<u64> {
         verify.extra.insert("ratio_to_health", verify.per_second() / health.per_second());
         verify.print();
         all.push(verify);
+        let nagle = [connect_with_nagle(&running).await?];
+        let one = verify_api_key(&nagle, &target, &secrets, 1, Duration::from_secs(args.seconds)).await;
+        let one = named("verify-api-key-one-at-a-time", one);
+        one.print();
+        all.push(one);
         // With PostgreSQL a second keymint process on the same database answers the verifies; with SQLite (one
         // process per file) the same process does, which shows the in-process path.
         let beside = if database.url.is_some() {
@@ -314,6 +341,12 @@ impl Database {
             let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await;
         }
     }
+}
+
+/// One connection with Nagle's algorithm left on, as many clients' stacks have it: calls made one at a time on it
+/// show any stall a response waits for (a server without TCP_NODELAY cost ~40 ms per call here).
+async fn connect_with_nagle(running: &Running) -> BenchResult<Channel> {
+    Ok(Channel::from_shared(format!("http://{}", running.addr))?.tcp_nodelay(false).connect().await?)
 }
 
 async fn connect(running: &Running, n: usize) -> BenchResult<Vec<Channel>> {
