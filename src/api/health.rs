@@ -19,17 +19,20 @@ const STORE_BOUND: [&str; 3] = [
     <ApiKeyServiceServer<super::api_keys::ApiKeys> as NamedService>::NAME,
 ];
 
-/// Reports the store's state now and on every change, until nothing can change it any more.
+/// Reports the store's state now, before the server answers its first check, and then on every change in the
+/// background, until nothing can change it any more.
 pub async fn follow_store(reporter: HealthReporter, mut state: StoreState) {
-    let mut up = state.is_up();
-    loop {
-        let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
-        for service in STORE_BOUND {
-            reporter.set_service_status(service, status).await;
+    report(&reporter, state.is_up()).await;
+    tokio::spawn(async move {
+        while let Some(up) = state.changed().await {
+            report(&reporter, up).await;
         }
-        match state.changed().await {
-            Some(now) => up = now,
-            None => return,
-        }
+    });
+}
+
+async fn report(reporter: &HealthReporter, up: bool) {
+    let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
+    for service in STORE_BOUND {
+        reporter.set_service_status(service, status).await;
     }
 }

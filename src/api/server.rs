@@ -73,10 +73,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AdminServiceServer<Admin>>().await;
-    health.set_serving::<ManagementServiceServer<Management>>().await;
-    health.set_serving::<ApiKeyServiceServer<ApiKeys>>().await;
-    tokio::spawn(super::health::follow_store(health.clone(), services.store().state()));
+    super::health::follow_store(health, services.store().state()).await;
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()

@@ -6,6 +6,7 @@ use super::{
     cidr::{AllowList, Cidr},
     events::CredentialRole,
     rate_limit::RateLimit,
+    time::Timestamp,
 };
 
 /// An authenticated caller. API keys and access tokens become principals too, with their own grants.
@@ -126,7 +127,7 @@ impl Excess {
             Excess::Burst { mine, .. } => format!("this credential allows bursts of at most {mine} requests"),
             Excess::Quota { mine, .. } => format!("this credential is limited to {mine} requests a day"),
             Excess::Networks { mine, .. } => format!("this credential is limited to the networks {mine}"),
-            Excess::Expiry { mine, .. } => format!("this credential expires at {}", utc(*mine)),
+            Excess::Expiry { mine, .. } => format!("this credential expires at {}", Timestamp(*mine)),
         }
     }
 
@@ -148,7 +149,7 @@ impl Excess {
             }
             Excess::Expiry { key: None, .. } => "the key must expire no later, so it needs an expiry".into(),
             Excess::Expiry { key: Some(key), .. } => {
-                format!("the key may not expire later (it asks for {})", utc(*key))
+                format!("the key may not expire later (it asks for {})", Timestamp(*key))
             }
         }
     }
@@ -164,29 +165,9 @@ impl Excess {
             Excess::Networks { key: None, .. } => "is not limited to networks".into(),
             Excess::Networks { key: Some(block), .. } => format!("allows {block}"),
             Excess::Expiry { key: None, .. } => "does not expire".into(),
-            Excess::Expiry { key: Some(key), .. } => format!("expires at {}", utc(*key)),
+            Excess::Expiry { key: Some(key), .. } => format!("expires at {}", Timestamp(*key)),
         }
     }
-}
-
-/// A time for a message, as RFC 3339 in UTC (`2026-11-26T12:00:00Z`; microseconds only when there are some),
-/// the form the JSON API shows timestamps in.
-fn utc(micros: i64) -> String {
-    let (seconds, fraction) = (micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
-    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    // Days to a civil date in the proleptic Gregorian calendar (H. Hinnant, "chrono-Compatible Low-Level Date
-    // Algorithms"), with eras of 400 years starting on 1 March.
-    let z = days + 719_468;
-    let (era, day_of_era) = (z.div_euclid(146_097), z.rem_euclid(146_097));
-    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    let (hour, minute, second) = (second_of_day / 3_600, second_of_day % 3_600 / 60, second_of_day % 60);
-    let fraction = if fraction == 0 { String::new() } else { format!(".{fraction:06}") };
-    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{fraction}Z")
 }
 
 /// keymint's own scopes: each RPC requires one. Other `resource:action` strings on a key are the integrator's,
@@ -774,15 +755,6 @@ mod tests {
         );
         let corrupt = Settings { allowed_cidrs: strings(&["nonsense"]), ..settings };
         assert!(Limits::of_key(&origin, &corrupt).is_err());
-    }
-
-    #[test]
-    fn times_in_messages_are_rfc_3339_utc() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc(1_795_694_400_000_000), "2026-11-26T12:00:00Z");
-        assert_eq!(utc(951_782_400_000_000 + 1), "2000-02-29T00:00:00.000001Z");
-        assert_eq!(utc(-1), "1969-12-31T23:59:59.999999Z");
-        assert_eq!(utc(253_402_300_799_000_000), "9999-12-31T23:59:59Z");
     }
 
     #[test]

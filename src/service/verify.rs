@@ -472,8 +472,15 @@ impl Services {
                     _ = ticks.tick() => {}
                     _ = &mut stop => return,
                 }
-                if let Err(e) = self.flush_usage().await {
-                    tracing::warn!(error = %e, "could not write API key usage; keeping it for the next try");
+                match self.flush_usage().await {
+                    Ok(_) => {}
+                    // The circuit logged the outage once; usage waits in memory until the store is back.
+                    Err(Error::Unavailable(_)) => {
+                        tracing::debug!("the store is unreachable; keeping API key usage for the next flush")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not write API key usage; keeping it for the next try")
+                    }
                 }
             }
         })
