@@ -1,5 +1,6 @@
-//! The accept loop: accepted sockets get TCP_NODELAY (Nagle's delay plus the peer's delayed ACK would hold small
-//! responses back ~40 ms), errors that concern one connection are skipped, and errors that say the process or
+//! The accept loop: accepted sockets become `Connection`s (TCP_NODELAY and quick ACKs: Nagle's algorithm on
+//! either side plus the other side's delayed ACK would hold calls back ~40 ms), errors that concern one connection
+//! are skipped, and errors that say the process or
 //! the kernel is out of something (file descriptors, buffers, memory) back off, doubling from 5 ms to 1 s,
 //! instead of retrying at once, which would spin a core until connections close. Each burst of such errors is
 //! logged twice: a warning when it starts and a summary when accepting works again.
@@ -12,10 +13,9 @@ use std::{
     time::Duration,
 };
 
-use tokio::{
-    net::{TcpListener, TcpStream},
-    time::Sleep,
-};
+use tokio::{net::TcpListener, time::Sleep};
+
+use super::connection::Connection;
 
 /// The connections a listener accepts, for tonic's `serve_with_incoming_shutdown`. It never yields an error:
 /// it handles them itself.
@@ -32,7 +32,7 @@ impl Incoming {
 }
 
 impl futures_core::Stream for Incoming {
-    type Item = io::Result<TcpStream>;
+    type Item = io::Result<Connection>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -51,10 +51,7 @@ impl futures_core::Stream for Incoming {
                             "accepting connections again"
                         );
                     }
-                    if let Err(error) = stream.set_nodelay(true) {
-                        tracing::debug!(%error, "cannot set TCP_NODELAY on an accepted connection");
-                    }
-                    return Poll::Ready(Some(Ok(stream)));
+                    return Poll::Ready(Some(Ok(Connection::new(stream))));
                 }
                 Poll::Ready(Err(error)) => match this.backoff.failed(error.kind()) {
                     Next::Retry => {

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api_keys;
 mod auth;
 pub mod codec;
+mod connection;
 mod convert;
 pub mod error;
 mod framing;
