@@ -25,8 +25,10 @@ pub enum Change {
         name: String,
         client_id: String,
     },
-    /// Records the application's new sequence and change time.
-    TouchApp,
+    /// Records the application's new sequence and change time, and how many keys it gained (or lost: -1).
+    TouchApp {
+        keys_added: i64,
+    },
     InsertAppKey {
         key_id: String,
         key_type: i32,
@@ -84,9 +86,11 @@ pub fn changes_of(recorded: &RecordedEvent) -> Result<Vec<Change>, StoreError> {
                 expires_at: expiration,
                 public_key,
             },
-            Change::TouchApp,
+            Change::TouchApp { keys_added: 1 },
         ],
-        Event::AppKeyRemoved { key_id } => vec![Change::DeleteAppKey { key_id }, Change::TouchApp],
+        Event::AppKeyRemoved { key_id } => {
+            vec![Change::DeleteAppKey { key_id }, Change::TouchApp { keys_added: -1 }]
+        }
         Event::AppRemoved { .. } => vec![Change::DeleteApp],
         Event::CredentialAdded { token_hash, role } => {
             vec![Change::InsertCredential { token_hash, role: role.as_str().to_owned() }]

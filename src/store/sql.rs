@@ -36,7 +36,11 @@ pub const INSERT_ORG: &str = "INSERT INTO orgs (id, name, sequence, created_at, 
     VALUES ($1, $2, $3, $4, $4)";
 pub const INSERT_PROJECT: &str = "INSERT INTO projects \
     (id, org_id, name, sequence, created_at, changed_at) VALUES ($1, $2, $3, $4, $5, $5)";
-pub const DELETE_PROJECT: [&str; 3] = [
+// Each parent row counts its children (`project_count`, `app_count`, `key_count`), so that a list's total is one
+// row read, not a COUNT over the whole set: these statements keep the counts with the rows they count.
+pub const COUNT_PROJECT_IN_ORG: &str = "UPDATE orgs SET project_count = project_count + 1 WHERE id = $1";
+pub const DELETE_PROJECT: [&str; 4] = [
+    "UPDATE orgs SET project_count = project_count - 1 WHERE id = (SELECT org_id FROM projects WHERE id = $1)",
     "DELETE FROM app_keys WHERE project_id = $1",
     "DELETE FROM apps WHERE project_id = $1",
     "DELETE FROM projects WHERE id = $1",
@@ -44,13 +48,18 @@ pub const DELETE_PROJECT: [&str; 3] = [
 pub const INSERT_APP: &str = "INSERT INTO apps \
     (id, org_id, project_id, name, client_id, sequence, created_at, changed_at) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)";
-pub const TOUCH_APP: &str = "UPDATE apps SET sequence = $2, changed_at = $3 WHERE id = $1";
+pub const COUNT_APP_IN_PROJECT: &str = "UPDATE projects SET app_count = app_count + 1 WHERE id = $1";
+pub const TOUCH_APP: &str =
+    "UPDATE apps SET sequence = $2, changed_at = $3, key_count = key_count + $4 WHERE id = $1";
 pub const INSERT_APP_KEY: &str = "INSERT INTO app_keys \
     (id, org_id, project_id, app_id, key_type, expires_at, public_key, sequence, created_at, changed_at) \
     SELECT $2, org_id, project_id, $1, $3, $4, $5, $6, $7, $7 FROM apps WHERE id = $1";
 pub const DELETE_APP_KEY: &str = "DELETE FROM app_keys WHERE app_id = $1 AND id = $2";
-pub const DELETE_APP: [&str; 2] =
-    ["DELETE FROM app_keys WHERE app_id = $1", "DELETE FROM apps WHERE id = $1"];
+pub const DELETE_APP: [&str; 3] = [
+    "UPDATE projects SET app_count = app_count - 1 WHERE id = (SELECT project_id FROM apps WHERE id = $1)",
+    "DELETE FROM app_keys WHERE app_id = $1",
+    "DELETE FROM apps WHERE id = $1",
+];
 pub const INSERT_API_KEY: &str = "INSERT INTO api_keys \
     (id, org_id, app_id, environment, status, prefix, last_four, origin, settings, created_by, sequence, \
     created_at, changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)";
@@ -73,25 +82,26 @@ pub const ORG: &str =
     "SELECT id, name, id AS org_id, sequence, created_at, changed_at FROM orgs WHERE id = $1";
 pub const ORG_BY_NAME: &str =
     "SELECT id, name, id AS org_id, sequence, created_at, changed_at FROM orgs WHERE name = $1";
+// Organizations are few and listed by instance admins only: their total is still counted.
 pub const COUNT_ORGS: &str = "SELECT COUNT(*) FROM orgs";
 pub const PROJECT: &str = "SELECT id, name, org_id, sequence, created_at, changed_at FROM projects \
     WHERE org_id = $1 AND id = $2";
 pub const PROJECT_BY_NAME: &str = "SELECT id, name, org_id, sequence, created_at, changed_at \
     FROM projects WHERE org_id = $1 AND name = $2";
-pub const COUNT_PROJECTS: &str = "SELECT COUNT(*) FROM projects WHERE org_id = $1";
+pub const COUNT_PROJECTS: &str = "SELECT project_count FROM orgs WHERE id = $1";
 const APP_COLUMNS: &str = "id, project_id, name, client_id, org_id, sequence, created_at, changed_at";
 pub const APP: &str = "SELECT id, project_id, name, client_id, org_id, sequence, created_at, changed_at \
     FROM apps WHERE org_id = $1 AND project_id = $2 AND id = $3";
 pub const APP_BY_NAME: &str = "SELECT id, project_id, name, client_id, org_id, sequence, created_at, \
     changed_at FROM apps WHERE project_id = $1 AND name = $2";
-pub const COUNT_APPS: &str = "SELECT COUNT(*) FROM apps WHERE org_id = $1 AND project_id = $2";
+pub const COUNT_APPS: &str = "SELECT app_count FROM projects WHERE org_id = $1 AND id = $2";
 // Reads of keys leave the public key out: the API never returns it, and it is most of a row's bytes.
 const APP_KEY_COLUMNS: &str = "id, app_id, key_type, expires_at, org_id, sequence, created_at, changed_at";
 pub const APP_KEY: &str = "SELECT id, app_id, key_type, expires_at, org_id, sequence, \
     created_at, changed_at FROM app_keys WHERE org_id = $1 AND project_id = $2 AND app_id = $3 AND id = $4";
 pub const PUBLIC_KEY: &str = "SELECT public_key FROM app_keys WHERE app_id = $1 AND id = $2";
 pub const COUNT_APP_KEYS: &str =
-    "SELECT COUNT(*) FROM app_keys WHERE org_id = $1 AND project_id = $2 AND app_id = $3";
+    "SELECT key_count FROM apps WHERE org_id = $1 AND project_id = $2 AND id = $3";
 pub const CREDENTIAL: &str = "SELECT id, org_id, role FROM credentials WHERE token_hash = $1";
 pub const COUNT_CREDENTIALS: &str = "SELECT COUNT(*) FROM credentials";
 pub const APP_IN_ORG: &str = "SELECT COUNT(*) FROM apps WHERE org_id = $1 AND id = $2";
@@ -194,12 +204,12 @@ pub fn list_app_keys(asc: bool) -> String {
 
 /// Every row of each read model as one line of text, for comparing live and rebuilt models.
 pub const SNAPSHOT: [&str; 7] = [
-    "SELECT id || '|' || name || '|' || sequence || '|' || created_at || '|' || changed_at \
-     FROM orgs ORDER BY id",
+    "SELECT id || '|' || name || '|' || sequence || '|' || created_at || '|' || changed_at || '|' \
+     || project_count FROM orgs ORDER BY id",
     "SELECT id || '|' || org_id || '|' || name || '|' || sequence || '|' || created_at || '|' || changed_at \
-     FROM projects ORDER BY id",
+     || '|' || app_count FROM projects ORDER BY id",
     "SELECT id || '|' || org_id || '|' || project_id || '|' || name || '|' || client_id || '|' || sequence \
-     || '|' || created_at || '|' || changed_at FROM apps ORDER BY id",
+     || '|' || created_at || '|' || changed_at || '|' || key_count FROM apps ORDER BY id",
     "SELECT id || '|' || org_id || '|' || project_id || '|' || app_id || '|' || key_type || '|' || expires_at \
      || '|' || public_key || '|' || sequence || '|' || created_at || '|' || changed_at FROM app_keys ORDER BY id",
     "SELECT id || '|' || org_id || '|' || token_hash || '|' || role || '|' || created_at \
@@ -253,6 +263,7 @@ macro_rules! impl_event_store {
                                 .bind(at)
                                 .execute(&mut *conn)
                                 .await?;
+                            sqlx::query(sql::COUNT_PROJECT_IN_ORG).bind(owner).execute(&mut *conn).await?;
                         }
                         Change::DeleteProject => {
                             for statement in sql::DELETE_PROJECT {
@@ -263,19 +274,24 @@ macro_rules! impl_event_store {
                             sqlx::query(sql::INSERT_APP)
                                 .bind(id)
                                 .bind(owner)
-                                .bind(project_id)
+                                .bind(project_id.as_str())
                                 .bind(name)
                                 .bind(client_id)
                                 .bind(seq)
                                 .bind(at)
                                 .execute(&mut *conn)
                                 .await?;
+                            sqlx::query(sql::COUNT_APP_IN_PROJECT)
+                                .bind(project_id)
+                                .execute(&mut *conn)
+                                .await?;
                         }
-                        Change::TouchApp => {
+                        Change::TouchApp { keys_added } => {
                             sqlx::query(sql::TOUCH_APP)
                                 .bind(id)
                                 .bind(seq)
                                 .bind(at)
+                                .bind(keys_added)
                                 .execute(&mut *conn)
                                 .await?;
                         }
@@ -476,12 +492,15 @@ macro_rules! impl_event_store {
                     items = items.bind(*value);
                     total = total.bind(*value);
                 }
+                // One connection for both: one wait for the pool instead of two.
+                let mut conn = self.read.acquire().await?;
                 let items = items
                     .bind(i64::from(page.limit))
                     .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
-                    .fetch_all(&self.read)
+                    .fetch_all(&mut *conn)
                     .await?;
-                let total = total.fetch_one(&self.read).await?;
+                // A parent that is gone (or in another organization) has no children.
+                let total = total.fetch_optional(&mut *conn).await?.unwrap_or_default();
                 Ok($crate::store::Listed { items, total: u64::try_from(total).unwrap_or_default() })
             }
         }

@@ -19,12 +19,18 @@ const MIGRATIONS: &[Migration] = migrations!(
     (1, "0001_events"),
     (2, "0002_projections"),
     (3, "0003_app_keys_covering_index"),
-    (4, "0004_api_keys")
+    (4, "0004_api_keys"),
+    (11, "0011_list_counts")
 );
 
-/// Readers run in parallel with the writer under WAL. Each sqlx SQLite connection has its own worker thread, so
-/// a few more than the cores keeps short reads from queueing behind each other.
-const READERS: u32 = 4;
+/// Readers run in parallel with the writer under WAL, each sqlx SQLite connection on its own worker thread. One
+/// per core and a few more keep short reads from queueing behind each other, and let reads grow with the cores
+/// (a fixed four made a 16-core machine slower than a 2-core one: the tasks of 16 runtime threads queued for four
+/// connections).
+fn readers() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    u32::try_from(cores + 2).unwrap_or(u32::MAX).clamp(4, 64)
+}
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -62,7 +68,7 @@ impl SqliteStore {
         let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         Self::run_migrations(&write, MIGRATIONS, None).await?;
         let read =
-            SqlitePoolOptions::new().max_connections(READERS).connect_with(options.read_only(true)).await?;
+            SqlitePoolOptions::new().max_connections(readers()).connect_with(options.read_only(true)).await?;
         if on_disk {
             for suffix in ["-wal", "-shm"] {
                 let mut journal = file.clone().into_os_string();

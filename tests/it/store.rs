@@ -397,6 +397,16 @@ async fn removing_an_app_or_project_removes_what_it_contains(db: Db) {
     // A project elsewhere must survive both removals.
     add_project(&store, org, "proj-other", "other", 0).await;
     add_app(&store, org, "proj-other", "app-other", "web").await;
+    // Totals are counts kept beside the rows: they must follow every removal.
+    let totals = async |store: &Store| {
+        let all = page(0, 100, true);
+        (
+            store.projects(org, all).await.expect("projects").total,
+            store.apps(org, project, all).await.expect("apps").total,
+            store.app_keys(org, project, "app-kept", all).await.expect("keys").total,
+        )
+    };
+    assert_eq!(totals(&store).await, (2, 2, 1));
 
     let remove_app = Event::AppRemoved { project_id: project.into() };
     write(&store, append(AggregateType::App, "app-gone", org, 2, vec![remove_app])).await;
@@ -405,6 +415,7 @@ async fn removing_an_app_or_project_removes_what_it_contains(db: Db) {
     assert_eq!(store.app_key(org, project, "app-gone", "key-gone").await.expect("app_key"), None);
     assert!(store.app(org, project, "app-kept").await.expect("app").is_some(), "sibling app stays");
     assert!(store.app_key(org, project, "app-kept", "key-kept").await.expect("app_key").is_some());
+    assert_eq!(totals(&store).await, (2, 1, 1));
 
     write(&store, append(AggregateType::Project, project, org, 1, vec![Event::ProjectRemoved])).await;
     assert_eq!(store.project(org, project).await.expect("project"), None);
@@ -412,6 +423,7 @@ async fn removing_an_app_or_project_removes_what_it_contains(db: Db) {
     assert_eq!(store.app(org, project, "app-kept").await.expect("app"), None);
     assert_eq!(store.app_key(org, project, "app-kept", "key-kept").await.expect("app_key"), None);
     assert_eq!(store.apps(org, project, page(0, 100, true)).await.expect("apps").total, 0);
+    assert_eq!(totals(&store).await, (1, 0, 0));
 
     assert!(store.org(org).await.expect("org").is_some());
     assert!(store.project(org, "proj-other").await.expect("project").is_some());
