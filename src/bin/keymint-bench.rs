@@ -52,9 +52,14 @@ struct Args {
     /// Seconds of sustained key issuance (after the pool has drained).
     #[arg(long, default_value_t = 20)]
     sustained_seconds: u64,
-    /// Calls in flight for the read scenarios.
+    /// Calls in flight for the main health baseline (the one every summary ratio uses).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Calls in flight for each read scenario, each level against the health RPC at the same level. One call in
+    /// flight goes over a connection with Nagle's algorithm on (as many clients' stacks have it), which shows any
+    /// stall a call waits for.
+    #[arg(long, value_delimiter = ',', default_value = "1,32,256")]
+    in_flight: Vec<usize>,
     /// Keys seeded into one application for get-app-key and list-app-keys.
     #[arg(long, default_value_t = 10_000)]
     seed_keys: usize,
@@ -79,6 +84,8 @@ enum Scenario {
 #[derive(Debug, Clone, Default)]
 struct Figures {
     name: &'static str,
+    /// Calls kept in flight, for the scenarios that keep a level (0: not applicable).
+    in_flight: usize,
     calls: u64,
     errors: u64,
     seconds: f64,
@@ -104,6 +111,7 @@ impl Figures {
     fn print(&self) {
         let mut json = serde_json::json!({
             "scenario": self.name,
+            "in_flight": self.in_flight,
             "calls": self.calls,
             "errors": self.errors,
             "seconds": round(self.seconds),
@@ -115,9 +123,14 @@ impl Figures {
             json[*key] = serde_json::json!(round(*value));
         }
         let extras: Vec<String> = self.extra.iter().map(|(k, v)| format!("{k}={v:.3}")).collect();
+        let label = if self.in_flight > 0 {
+            format!("{}@{}", self.name, self.in_flight)
+        } else {
+            self.name.to_owned()
+        };
         println!(
-            "{:<24} {:>9.1}/s {:>9.2} ms {:>9.2} ms {:>7} {:>5}  {}",
-            self.name,
+            "{:<28} {:>9.1}/s {:>9.2} ms {:>9.2} ms {:>7} {:>5}  {}",
+            label,
             self.per_second(),
             self.percentile_ms(50.0),
             self.percentile_ms(99.0),
@@ -129,9 +142,38 @@ impl Figures {
     }
 }
 
-/// A scenario's figures under another name (the same calls, made another way).
-fn named(name: &'static str, figures: Figures) -> Figures {
-    Figures { name, ..figures }
+/// The health RPC at each level of calls in flight, measured once per level when a scenario first needs it.
+struct Baselines {
+    main: Figures,
+    measured: BTreeMap<usize, Figures>,
+}
+
+impl Baselines {
+    fn new(main: Figures) -> Self {
+        Baselines { main, measured: BTreeMap::new() }
+    }
+
+    async fn at(&mut self, lane: &[Channel], level: usize, seconds: Duration) -> Figures {
+        if level == self.main.in_flight {
+            return self.main.clone();
+        }
+        if !self.measured.contains_key(&level) {
+            let figures = health(lane, level, seconds).await;
+            figures.print();
+            self.measured.insert(level, figures);
+        }
+        self.measured[&level].clone()
+    }
+
+    /// The levels measured here, for the summary (the main baseline is reported once, by the caller).
+    fn measured(self) -> impl Iterator<Item = Figures> {
+        self.measured.into_values()
+    }
+}
+
+/// The connections a level of calls in flight uses: one call at a time goes over the connection with Nagle on.
+fn lanes<'a>(channels: &'a [Channel], nagle: &'a Channel, level: usize) -> &'a [Channel] {
+    if level == 1 { std::slice::from_ref(nagle) } else { channels }
 }
 
 fn round(x: f64) -> f64 {
@@ -178,11 +220,12 @@ async fn run(args: Args) -> BenchResult<u64> {
         if args.postgres.is_some() { "PostgreSQL" } else { "SQLite" }
     );
     println!(
-        "{:<24} {:>11} {:>12} {:>12} {:>7} {:>5}  ratios",
+        "{:<28} {:>11} {:>12} {:>12} {:>7} {:>5}  ratios",
         "scenario", "throughput", "p50", "p99", "calls", "errs"
     );
 
     let mut all = Vec::new();
+    let seconds = Duration::from_secs(args.seconds);
     let run_keys = matches!(args.scenario, Scenario::All | Scenario::Keys);
     let run_reads = matches!(args.scenario, Scenario::All | Scenario::Reads);
     let run_api_keys = matches!(args.scenario, Scenario::All | Scenario::ApiKeys);
@@ -246,46 +289,35 @@ async fn run(args: Args) -> BenchResult<u64> {
         fresh.print();
         seeded.print();
         all.extend([fresh, seeded]);
-        wait_for_full_pool(&running).await;
-        for mut figures in [
-            get_app_key(&channels, &target, &key_ids, args.concurrency, Duration::from_secs(args.seconds))
-                .await,
-            list_app_keys(&channels, &target, args.concurrency, Duration::from_secs(args.seconds)).await,
-            named(
-                "get-app-key-one-at-a-time",
-                get_app_key(
-                    std::slice::from_ref(&nagle),
-                    &target,
-                    &key_ids,
-                    1,
-                    Duration::from_secs(args.seconds),
-                )
-                .await,
-            ),
-            named(
-                "list-app-keys-one-at-a-time",
-                list_app_keys(std::slice::from_ref(&nagle), &target, 1, Duration::from_secs(args.seconds))
-                    .await,
-            ),
-        ] {
-            figures.extra.insert("ratio_to_health", figures.per_second() / health.per_second());
-            figures.print();
-            all.push(figures);
+        let mut baselines = Baselines::new(health.clone());
+        for &level in &args.in_flight {
+            let lane = lanes(&channels, &nagle, level);
+            let health = baselines.at(lane, level, seconds).await;
+            wait_for_full_pool(&running).await;
+            for mut figures in [
+                get_app_key(lane, &target, &key_ids, level, seconds).await,
+                list_app_keys(lane, &target, level, seconds).await,
+            ] {
+                figures.extra.insert("ratio_to_health", figures.per_second() / health.per_second());
+                figures.print();
+                all.push(figures);
+            }
         }
+        all.extend(baselines.measured());
     }
     if run_api_keys {
         let secrets = issue_api_keys(&channels, &target, args.api_keys).await?;
-        let mut verify =
-            verify_api_key(&channels, &target, &secrets, args.concurrency, Duration::from_secs(args.seconds))
-                .await;
-        verify.extra.insert("ratio_to_health", verify.per_second() / health.per_second());
-        verify.print();
-        all.push(verify);
-        let nagle = [connect_with_nagle(&running).await?];
-        let one = verify_api_key(&nagle, &target, &secrets, 1, Duration::from_secs(args.seconds)).await;
-        let one = named("verify-api-key-one-at-a-time", one);
-        one.print();
-        all.push(one);
+        let nagle = connect_with_nagle(&running).await?;
+        let mut baselines = Baselines::new(health.clone());
+        for &level in &args.in_flight {
+            let lane = lanes(&channels, &nagle, level);
+            let health = baselines.at(lane, level, seconds).await;
+            let mut verify = verify_api_key(lane, &target, &secrets, level, seconds).await;
+            verify.extra.insert("ratio_to_health", verify.per_second() / health.per_second());
+            verify.print();
+            all.push(verify);
+        }
+        all.extend(baselines.measured());
         // With PostgreSQL a second keymint process on the same database answers the verifies; with SQLite (one
         // process per file) the same process does, which shows the in-process path.
         let beside = if database.url.is_some() {
@@ -553,7 +585,7 @@ where
             })
         })
         .collect();
-    let mut figures = Figures { name, ..Figures::default() };
+    let mut figures = Figures { name, in_flight: concurrency, ..Figures::default() };
     for task in tasks {
         for (us, ok) in task.await.unwrap_or_default() {
             figures.calls += u64::from(ok);
