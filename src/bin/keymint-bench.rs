@@ -16,7 +16,7 @@ use clap::{Parser, ValueEnum};
 use keymint::{
     api::pb::keymint::{
         apikeys::v1::{
-            CreateApiKeyRequest, DeleteApiKeyRequest, Environment, VerifyApiKeyRequest,
+            CreateApiKeyRequest, DeleteApiKeyRequest, Environment, RateLimit, VerifyApiKeyRequest,
             api_key_service_client::ApiKeyServiceClient,
         },
         management::v1::{
@@ -36,6 +36,9 @@ use keymint::{
 };
 use tonic::{Request, metadata::MetadataValue, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+#[path = "keymint-bench/million.rs"]
+mod million;
 
 #[derive(Debug, Parser)]
 #[command(name = "keymint-bench", about = "Measures keymint against baselines taken in the same run")]
@@ -64,6 +67,12 @@ struct Args {
     /// Keys revoked one after another to measure how soon verify refuses them.
     #[arg(long, default_value_t = 50)]
     revocations: usize,
+    /// API keys seeded for verify-api-key-1m.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: usize,
+    /// The cache capacity of the server verify-api-key-1m measures misses and a working set on.
+    #[arg(long, default_value_t = 100_000)]
+    cache_capacity: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -73,6 +82,10 @@ enum Scenario {
     Reads,
     /// verify-api-key and revocation latency.
     ApiKeys,
+    /// `--keys` API keys (1,000,000): verifies that miss the cache, a working set larger than the cache, and
+    /// the memory per cached key (not part of `all`: seeding takes minutes).
+    #[value(name = "verify-api-key-1m")]
+    VerifyApiKey1m,
 }
 
 /// One scenario's figures.
@@ -208,6 +221,7 @@ async fn run(args: Args) -> BenchResult<u64> {
         key_pool_size: 32,
         key_pool_workers: Some(u16::try_from(workers)?),
         usage_flush_ms: 2_000,
+        cache_capacity: args.cache_capacity,
         admin_token: Some(token.clone()),
     };
     let running = app::start(&config).await?;
@@ -280,7 +294,12 @@ async fn run(args: Args) -> BenchResult<u64> {
                 .await;
         verify.extra.insert("ratio_to_health", verify.per_second() / health.per_second());
         verify.print();
-        all.push(verify);
+        let mut limited =
+            verify_with_shared_limits(&channels, &target, args.api_keys, args.concurrency, args.seconds).await?;
+        limited.extra.insert("ratio_to_health", limited.per_second() / health.per_second());
+        limited.extra.insert("ratio_to_verify", limited.per_second() / verify.per_second());
+        limited.print();
+        all.extend([verify, limited]);
         let nagle = [connect_with_nagle(&running).await?];
         let one = verify_api_key(&nagle, &target, &secrets, 1, Duration::from_secs(args.seconds)).await;
         let one = named("verify-api-key-one-at-a-time", one);
@@ -303,6 +322,10 @@ async fn run(args: Args) -> BenchResult<u64> {
         if let Some(beside) = beside {
             beside.shutdown().await?;
         }
+    }
+    if args.scenario == Scenario::VerifyApiKey1m {
+        let figures = million::run(&running, &config, &target, &args, &health).await?;
+        all.extend(figures);
     }
     all.push(health);
 
@@ -667,6 +690,29 @@ async fn issue_api_keys(channels: &[Channel], target: &Target, n: usize) -> Benc
         secrets.push(created.into_inner().secret);
     }
     Ok(secrets)
+}
+
+/// VerifyApiKey over `n` keys that each have a rate limit and a daily quota far above what the run can use:
+/// every call takes a token and a use from this process's leased batches (the shared counters in the store).
+async fn verify_with_shared_limits(
+    channels: &[Channel],
+    target: &Target,
+    n: usize,
+    concurrency: usize,
+    seconds: u64,
+) -> BenchResult<Figures> {
+    let mut client = ApiKeyServiceClient::new(channels[0].clone());
+    let mut secrets = Vec::with_capacity(n);
+    for i in 0..n {
+        let request = CreateApiKeyRequest {
+            rate_limit: Some(RateLimit { per_second: 100_000, burst: 1_000_000 }),
+            daily_quota: 1_000_000_000_000,
+            ..bench_key(&format!("limited {i}"))
+        };
+        secrets.push(client.create_api_key(target.req(request)).await?.into_inner().secret);
+    }
+    let figures = verify_api_key(channels, target, &secrets, concurrency, Duration::from_secs(seconds)).await;
+    Ok(named("verify-api-key-limited", figures))
 }
 
 fn bench_key(title: &str) -> CreateApiKeyRequest {

@@ -19,7 +19,9 @@ const MIGRATIONS: &[Migration] = migrations!(
     (1, "0001_events"),
     (2, "0002_projections"),
     (3, "0003_app_keys_covering_index"),
-    (4, "0004_api_keys")
+    (4, "0004_api_keys"),
+    (9, "0009_rate_buckets"),
+    (10, "0010_quota_counters")
 );
 
 /// Readers run in parallel with the writer under WAL. Each sqlx SQLite connection has its own worker thread, so
@@ -30,6 +32,8 @@ const READERS: u32 = 4;
 pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
+    /// Leases of rate-limit tokens and quota uses go through the one writer.
+    leases: SqlitePool,
 }
 
 impl SqliteStore {
@@ -70,7 +74,7 @@ impl SqliteStore {
                 files::narrow_if_present(Path::new(&journal))?;
             }
         }
-        Ok(SqliteStore { read, write })
+        Ok(SqliteStore { read, leases: write.clone(), write })
     }
 
     /// A file on this machine answers whenever the process runs; a query proves the file is still readable.
