@@ -162,7 +162,7 @@ async fn three_processes_share_one_rate_limit_and_one_quota() {
         "total over {seconds:.2} s: rate key {rate} admitted (one bucket allows {allowed:.0}: {BURST} + \
          {PER_SECOND}/s), quota key {quota} admitted (quota {QUOTA}), {calls} calls"
     );
-    assert!(calls > 10 * (rate + quota), "the keys were hammered: {calls} calls");
+    assert!(calls > 3 * (rate + quota), "the keys were hammered (most calls refused): {calls} calls");
     let rate = rate as f64;
     assert!(rate <= f64::from(PER_SECOND) * seconds * 1.1 + f64::from(BURST), "{rate} admitted of {allowed:.0}");
     assert!(rate >= f64::from(PER_SECOND) * seconds * 0.9, "{rate} admitted of {allowed:.0}");
