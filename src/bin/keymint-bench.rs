@@ -295,7 +295,8 @@ async fn run(args: Args) -> BenchResult<u64> {
         verify.extra.insert("ratio_to_health", verify.per_second() / health.per_second());
         verify.print();
         let mut limited =
-            verify_with_shared_limits(&channels, &target, args.api_keys, args.concurrency, args.seconds).await?;
+            verify_with_shared_limits(&channels, &target, args.api_keys, args.concurrency, args.seconds)
+                .await?;
         limited.extra.insert("ratio_to_health", limited.per_second() / health.per_second());
         limited.extra.insert("ratio_to_verify", limited.per_second() / verify.per_second());
         limited.print();

@@ -86,7 +86,13 @@ impl BucketShare {
     pub const LEASE_MICROS: i64 = 1_000_000;
 
     pub fn new(limit: RateLimit) -> Self {
-        BucketShare { limit, tokens: 0, expires: Timestamp(i64::MIN), seen: None, next_lease: Timestamp(i64::MIN) }
+        BucketShare {
+            limit,
+            tokens: 0,
+            expires: Timestamp(i64::MIN),
+            seen: None,
+            next_lease: Timestamp(i64::MIN),
+        }
     }
 
     pub fn limit(&self) -> RateLimit {
@@ -108,7 +114,11 @@ impl BucketShare {
             return Take::Allowed(self.decision(true));
         }
         self.tokens = 0;
-        if now < self.next_lease { Take::Refused(self.decision(false)) } else { Take::Lease(Self::batch(self.limit)) }
+        if now < self.next_lease {
+            Take::Refused(self.decision(false))
+        } else {
+            Take::Lease(Self::batch(self.limit))
+        }
     }
 
     /// The tokens to lease before a call can be decided: None while a leased token is left, or while the shared
@@ -191,7 +201,11 @@ pub enum Use {
     Allowed(QuotaDecision),
     Refused(QuotaDecision),
     /// Lease this many uses of `day` (after adding `owed` to its count), then try again.
-    Lease { day: i64, want: u64, owed: u64 },
+    Lease {
+        day: i64,
+        want: u64,
+        owed: u64,
+    },
 }
 
 /// This process's share of one key's daily quota.
@@ -312,12 +326,18 @@ mod tests {
     fn the_shared_bucket_refills_with_time_up_to_its_size() {
         let l = limit(10, 5);
         let first = SharedBucket::lease(None, l, at(0), 3);
-        assert_eq!(first, BucketGrant { granted: 3, bucket: SharedBucket { level: 2_000_000, updated: at(0) } });
+        assert_eq!(
+            first,
+            BucketGrant { granted: 3, bucket: SharedBucket { level: 2_000_000, updated: at(0) } }
+        );
         let emptied = SharedBucket::lease(Some(first.bucket), l, at(0), 10);
         assert_eq!(emptied.granted, 2);
         // 150 ms at 10/s is 1.5 tokens: one whole one is granted, the half stays.
         let later = SharedBucket::lease(Some(emptied.bucket), l, at(150_000), 10);
-        assert_eq!(later, BucketGrant { granted: 1, bucket: SharedBucket { level: 500_000, updated: at(150_000) } });
+        assert_eq!(
+            later,
+            BucketGrant { granted: 1, bucket: SharedBucket { level: 500_000, updated: at(150_000) } }
+        );
         // A process whose clock is behind adds nothing and does not move the bucket's time back.
         let behind = SharedBucket::lease(Some(later.bucket), l, at(0), 10);
         assert_eq!(behind, BucketGrant { granted: 0, bucket: later.bucket });
@@ -325,7 +345,12 @@ mod tests {
         let idle = SharedBucket::lease(Some(later.bucket), l, at(10 * 365 * 86_400 * SECOND), 100);
         assert_eq!(idle.granted, 5);
         // A lowered burst caps a level stored under the old one.
-        let lowered = SharedBucket::lease(Some(SharedBucket { level: 5_000_000, updated: at(0) }), limit(10, 2), at(0), 9);
+        let lowered = SharedBucket::lease(
+            Some(SharedBucket { level: 5_000_000, updated: at(0) }),
+            limit(10, 2),
+            at(0),
+            9,
+        );
         assert_eq!(lowered.granted, 2);
     }
 
@@ -412,7 +437,10 @@ mod tests {
             }
             let allowed = u64::from(burst) + u64::from(per_second) * seconds as u64;
             let floor = u64::from(per_second) * seconds as u64 * 9 / 10;
-            assert!((floor..=allowed).contains(&admitted), "{per_second}/s burst {burst}: {admitted} of {allowed}");
+            assert!(
+                (floor..=allowed).contains(&admitted),
+                "{per_second}/s burst {burst}: {admitted} of {allowed}"
+            );
             // Store writes are bounded by the limit's batches, not by the calls: per process and second, at most
             // one lease a batch, and as many more that find the bucket drained.
             let calls = 3 * (seconds * SECOND / gap) as u64;
@@ -472,7 +500,13 @@ mod tests {
         let quota = DailyQuota::new(5).unwrap();
         let mut share = QuotaShare::new(quota, at(0));
         let Use::Lease { want, .. } = share.try_use(at(0)) else { unreachable!() };
-        let grant = SharedQuota::lease(Some(SharedQuota { day: utc_day(at(0)), used: 2 }), quota, utc_day(at(0)), want, 0);
+        let grant = SharedQuota::lease(
+            Some(SharedQuota { day: utc_day(at(0)), used: 2 }),
+            quota,
+            utc_day(at(0)),
+            want,
+            0,
+        );
         share.leased(grant, 0);
         assert!(matches!(share.try_use(at(0)), Use::Allowed(_)));
         // The store is gone: two more uses are counted here against the 3 seen used.

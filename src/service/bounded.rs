@@ -247,7 +247,7 @@ mod tests {
         let (_, inserted) = cache.get_or_insert(10, false, |pinned| *pinned);
         assert_eq!(inserted.evicted.map(|(key, _)| key), Some(9));
         // An entry that is there is returned as it is.
-        assert_eq!(cache.get_or_insert(0, false, |_| false).0, true);
+        assert!(cache.get_or_insert(0, false, |_| false).0);
     }
 
     #[test]
@@ -260,7 +260,10 @@ mod tests {
         assert_eq!(cache.get(&3), Some(33));
         assert_eq!(cache.remove(&4), Some(40));
         assert_eq!(cache.remove(&4), None);
-        assert!((0..10).filter(|&k| k != 4).all(|k| cache.get(&k).is_some()), "a swap_remove keeps the index");
+        assert!(
+            (0..10).filter(|&k| k != 4).all(|k| cache.get(&k).is_some()),
+            "a swap_remove keeps the index"
+        );
         cache.retain(|key, _| key % 2 == 0);
         assert_eq!(cache.len(), 4);
         assert_eq!(cache.get(&2), Some(20));

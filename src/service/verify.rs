@@ -340,10 +340,13 @@ impl Meters {
 
     /// The usage of a key counted here and not yet written: (counted since the last flush, being flushed).
     pub fn pending(&self, key_id: &str) -> (Pending, Pending) {
-        self.meters.get(key_id).map(|m| {
-            let meter = m.lock();
-            (meter.pending, meter.flushing)
-        }).unwrap_or_default()
+        self.meters
+            .get(key_id)
+            .map(|m| {
+                let meter = m.lock();
+                (meter.pending, meter.flushing)
+            })
+            .unwrap_or_default()
     }
 
     /// Takes every key's pending usage for a flush, leaving zeros; the meters report it until `flushed`.
@@ -406,7 +409,12 @@ impl Meter {
 
     /// Applies the key's rate limit, then its quota (a throttled call uses no quota), and counts the call; or
     /// says which lease the call needs first. Nothing is taken or counted when a lease is needed.
-    fn admit(&mut self, view: &KeyView, code: VerifyCode, now: Timestamp) -> Result<(VerifyCode, Option<Decision>), Need> {
+    fn admit(
+        &mut self,
+        view: &KeyView,
+        code: VerifyCode,
+        now: Timestamp,
+    ) -> Result<(VerifyCode, Option<Decision>), Need> {
         let offline = self.offline(now);
         if !offline {
             self.offline_until = None;
@@ -541,7 +549,12 @@ impl Meter {
 impl Services {
     /// Decides the meters' part of a verify, leasing from the store's shared counters when this process's batch
     /// ran out. One lease per key at a time: calls that find the batch used up meanwhile wait for it.
-    async fn admit(&self, cell: &MeterCell, view: &KeyView, code: VerifyCode) -> Result<(VerifyCode, Option<Decision>)> {
+    async fn admit(
+        &self,
+        cell: &MeterCell,
+        view: &KeyView,
+        code: VerifyCode,
+    ) -> Result<(VerifyCode, Option<Decision>)> {
         /// A call whose leases keep being used up by other calls before it gets one is refused after this many.
         const MAX_LEASES: usize = 4;
         for _ in 0..MAX_LEASES {
@@ -565,7 +578,11 @@ impl Services {
             cell.lock().leased(need, leased, now)?;
         }
         let mut meter = cell.lock();
-        let code = if view.settings.rate_limit.is_some() { VerifyCode::RateLimited } else { VerifyCode::QuotaExceeded };
+        let code = if view.settings.rate_limit.is_some() {
+            VerifyCode::RateLimited
+        } else {
+            VerifyCode::QuotaExceeded
+        };
         meter.count(code, self.now());
         Ok((code, None))
     }
@@ -729,7 +746,13 @@ mod tests {
 
     impl Shared {
         /// A verify's meter part, leasing as the service does.
-        fn admit(&mut self, meter: &mut Meter, view: &KeyView, code: VerifyCode, now: Timestamp) -> VerifyCode {
+        fn admit(
+            &mut self,
+            meter: &mut Meter,
+            view: &KeyView,
+            code: VerifyCode,
+            now: Timestamp,
+        ) -> VerifyCode {
             use crate::domain::lease::{SharedBucket, SharedQuota};
             loop {
                 let need = match meter.admit(view, code, now) {
@@ -896,7 +919,8 @@ mod tests {
             cache.fill(cache.generation(), key(&format!("k{i}"), i));
         }
         assert_eq!(cache.by_hash.len(), 50);
-        let indexed: usize = cache.by_key.lock().unwrap_or_else(PoisonError::into_inner).values().map(Vec::len).sum();
+        let indexed: usize =
+            cache.by_key.lock().unwrap_or_else(PoisonError::into_inner).values().map(Vec::len).sum();
         assert_eq!(indexed, 50, "evicted entries leave the index too");
         // A key with its current and a rolled secret: a change drops both, and nothing else.
         cache.fill(cache.generation(), key("rolled", 250));

@@ -221,7 +221,13 @@ impl EventStore for Guarded {
     async fn record_usage(&self, usage: &[UsageDelta]) -> Result<()> {
         self.guard(self.inner.record_usage(usage)).await
     }
-    async fn lease_tokens(&self, key_id: &str, limit: RateLimit, now: Timestamp, want: u64) -> Result<BucketGrant> {
+    async fn lease_tokens(
+        &self,
+        key_id: &str,
+        limit: RateLimit,
+        now: Timestamp,
+        want: u64,
+    ) -> Result<BucketGrant> {
         self.guard(self.inner.lease_tokens(key_id, limit, now, want)).await
     }
     async fn lease_quota(

@@ -389,7 +389,13 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Takes up to `want` tokens from a key's shared token bucket at `now`, in one statement (see
     /// `domain::lease`): what every process's verify calls for the key draw on.
-    async fn lease_tokens(&self, key_id: &str, limit: RateLimit, now: Timestamp, want: u64) -> Result<BucketGrant>;
+    async fn lease_tokens(
+        &self,
+        key_id: &str,
+        limit: RateLimit,
+        now: Timestamp,
+        want: u64,
+    ) -> Result<BucketGrant>;
     /// Adds `owed` to a key's count of uses on `day`, then takes up to `want` of what is left of its quota.
     async fn lease_quota(
         &self,

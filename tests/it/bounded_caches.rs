@@ -4,7 +4,8 @@
 
 use keymint::{
     api::pb::keymint::apikeys::v1::{
-        DeleteApiKeyRequest, GetApiKeyRequest, VerifyApiKeyRequest, VerifyCode, api_key_service_client::ApiKeyServiceClient,
+        DeleteApiKeyRequest, GetApiKeyRequest, VerifyApiKeyRequest, VerifyCode,
+        api_key_service_client::ApiKeyServiceClient,
     },
     app,
 };
@@ -24,10 +25,8 @@ on_both_databases!(evicted_keys_verify_as_before_and_revoked_ones_stay_revoked, 
 async fn evicted_keys(db: Db) {
     let fresh = FreshDb::create(&db).await;
     let token = keymint::crypto::secret::new_secret("km_admin_").expect("rng").to_string();
-    let config = keymint::config::Config {
-        cache_capacity: CAPACITY,
-        ..helpers::config(&fresh, Some(token.clone()))
-    };
+    let config =
+        keymint::config::Config { cache_capacity: CAPACITY, ..helpers::config(&fresh, Some(token.clone())) };
     let running = app::start(&config).await.expect("start keymint");
     let server = TestServer { addr: running.addr, running: Some(running), token, db: fresh };
     let mut client = server.api_keys().await;

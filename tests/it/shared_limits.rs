@@ -55,7 +55,8 @@ async fn lease_statements(db: Db) {
         let limit = if steps.next(20) == 0 { limits[1 - key] } else { limits[key] };
         let want = 1 + steps.next(if limit.per_second > 100 { 5_000 } else { 3 });
         let expected = SharedBucket::lease(buckets[key], limit, Timestamp(now), want);
-        let got = store.lease_tokens(&format!("key-{key}"), limit, Timestamp(now), want).await.expect("lease");
+        let got =
+            store.lease_tokens(&format!("key-{key}"), limit, Timestamp(now), want).await.expect("lease");
         assert_eq!(got, expected, "step {step}: {limit:?} at {now}, {want} wanted");
         buckets[key] = Some(got.bucket);
     }
@@ -112,7 +113,8 @@ async fn three_processes_share_one_rate_limit_and_one_quota() {
         ..api_key_request("rate", &["a:b"])
     })
     .await;
-    let quota_secret = create(CreateApiKeyRequest { daily_quota: QUOTA, ..api_key_request("quota", &["a:b"]) }).await;
+    let quota_secret =
+        create(CreateApiKeyRequest { daily_quota: QUOTA, ..api_key_request("quota", &["a:b"]) }).await;
 
     let duration = Duration::from_secs(4);
     let start = Arc::new(tokio::sync::Barrier::new(processes.len() * CALLERS * 2 + 1));
@@ -129,7 +131,8 @@ async fn three_processes_share_one_rate_limit_and_one_quota() {
                 start.wait().await;
                 let began = Instant::now();
                 while began.elapsed() < duration {
-                    let request = VerifyApiKeyRequest { secret: secret.clone(), ..VerifyApiKeyRequest::default() };
+                    let request =
+                        VerifyApiKeyRequest { secret: secret.clone(), ..VerifyApiKeyRequest::default() };
                     let answer = client.verify_api_key(with_token(request, &token)).await.expect("verify");
                     let code = answer.into_inner().code();
                     let expected = if is_rate { VerifyCode::RateLimited } else { VerifyCode::QuotaExceeded };
@@ -156,7 +159,10 @@ async fn three_processes_share_one_rate_limit_and_one_quota() {
     let (rate, quota, calls) = (total(|a| a.rate), total(|a| a.quota), total(|a| a.calls));
     let allowed = f64::from(BURST) + f64::from(PER_SECOND) * seconds;
     for (p, a) in per_process.iter().enumerate() {
-        eprintln!("process {p}: rate key {} admitted, quota key {} admitted, {} calls", a.rate, a.quota, a.calls);
+        eprintln!(
+            "process {p}: rate key {} admitted, quota key {} admitted, {} calls",
+            a.rate, a.quota, a.calls
+        );
     }
     eprintln!(
         "total over {seconds:.2} s: rate key {rate} admitted (one bucket allows {allowed:.0}: {BURST} + \
@@ -164,10 +170,16 @@ async fn three_processes_share_one_rate_limit_and_one_quota() {
     );
     assert!(calls > 3 * (rate + quota), "the keys were hammered (most calls refused): {calls} calls");
     let rate = rate as f64;
-    assert!(rate <= f64::from(PER_SECOND) * seconds * 1.1 + f64::from(BURST), "{rate} admitted of {allowed:.0}");
+    assert!(
+        rate <= f64::from(PER_SECOND) * seconds * 1.1 + f64::from(BURST),
+        "{rate} admitted of {allowed:.0}"
+    );
     assert!(rate >= f64::from(PER_SECOND) * seconds * 0.9, "{rate} admitted of {allowed:.0}");
     assert!(quota <= QUOTA && quota as f64 >= QUOTA as f64 * 0.9, "{quota} of the quota of {QUOTA}");
-    assert!(per_process.iter().all(|a| a.rate > 0 && a.quota > 0), "every process admitted some: {per_process:?}");
+    assert!(
+        per_process.iter().all(|a| a.rate > 0 && a.quota > 0),
+        "every process admitted some: {per_process:?}"
+    );
 
     drop(processes);
     fresh.drop_database().await;

@@ -28,7 +28,6 @@ use tonic::transport::Channel;
 
 use super::{Args, BenchResult, Figures, Target, connect, load, named, verify_request};
 
-
 /// Keys per transaction while seeding, and transactions in flight (PostgreSQL runs them side by side; SQLite's
 /// one writer takes them in turn).
 const SEED_BATCH: usize = 2_000;
@@ -50,11 +49,14 @@ pub(super) async fn run(
     let mut all = Vec::new();
 
     // Misses: every call verifies a key no call verified before (the first half of the keys, in order).
-    let mut miss = verify_each(&channels, target, &secrets, 0, args.concurrency, duration, "verify-api-key-miss").await;
+    let mut miss =
+        verify_each(&channels, target, &secrets, 0, args.concurrency, duration, "verify-api-key-miss").await;
     miss.extra.insert("ratio_to_health", miss.per_second() / health.per_second());
     miss.print();
     let offset = miss.calls as usize + 1;
-    let one = verify_each(&channels, target, &secrets, offset, 1, duration, "verify-api-key-miss-one-at-a-time").await;
+    let one =
+        verify_each(&channels, target, &secrets, offset, 1, duration, "verify-api-key-miss-one-at-a-time")
+            .await;
     one.print();
     all.extend([miss, one]);
 
@@ -66,17 +68,22 @@ pub(super) async fn run(
     all.push(working);
 
     // Memory: a server whose capacity holds every key verifies each once.
-    let config = Config {
-        node_id: Some(3),
-        cache_capacity: n + n / 8,
-        ..config.clone()
-    };
+    let config = Config { node_id: Some(3), cache_capacity: n + n / 8, ..config.clone() };
     let before = rss_bytes();
     let beside = app::start(&config).await?;
     let channels = connect(&beside, 4).await?;
     let empty = rss_bytes();
     let scan_started = Instant::now();
-    let mut scan = verify_each(&channels, target, &secrets, 0, args.concurrency, Duration::from_secs(3_600), "verify-api-key-1m-fill").await;
+    let mut scan = verify_each(
+        &channels,
+        target,
+        &secrets,
+        0,
+        args.concurrency,
+        Duration::from_secs(3_600),
+        "verify-api-key-1m-fill",
+    )
+    .await;
     let scan_seconds = scan_started.elapsed().as_secs_f64();
     // Usage counted meanwhile is written, so that what remains is what stays.
     beside.services.flush_usage().await?;
@@ -85,7 +92,8 @@ pub(super) async fn run(
     scan.extra.insert("rss_mb_server_started", (empty.saturating_sub(before)) as f64 / 1e6);
     scan.extra.insert("rss_mb_before", empty as f64 / 1e6);
     scan.extra.insert("rss_mb_after", full as f64 / 1e6);
-    scan.extra.insert("rss_bytes_per_cached_key", full.saturating_sub(empty) as f64 / scan.calls.max(1) as f64);
+    scan.extra
+        .insert("rss_bytes_per_cached_key", full.saturating_sub(empty) as f64 / scan.calls.max(1) as f64);
     scan.extra.insert("size_of_keyview", std::mem::size_of::<KeyView>() as f64);
     scan.extra.insert("fill_seconds", scan_seconds);
     scan.print();
@@ -101,7 +109,8 @@ pub(super) async fn run(
 /// Writes `n` API keys as `CreateApiKey` would (the domain decides the event; `append_all` writes the events and
 /// the read models in one transaction per batch), with the bench's scopes and networks; returns the secrets.
 async fn seed(running: &Running, target: &Target, n: usize) -> BenchResult<Vec<String>> {
-    let principal = running.services.authenticate(target.token.to_str()?.trim_start_matches("Bearer "), None).await?;
+    let principal =
+        running.services.authenticate(target.token.to_str()?.trim_start_matches("Bearer "), None).await?;
     let ids = Arc::new(IdGenerator::new(4));
     let next = Arc::new(AtomicU64::new(0));
     let writers: Vec<_> = (0..SEED_WRITERS)
@@ -181,9 +190,14 @@ async fn verify_each(
             tokio::spawn(async move {
                 let mut samples = Vec::new();
                 while started.elapsed() < duration {
-                    let Some(secret) = secrets.get(next.fetch_add(1, Ordering::Relaxed) as usize) else { break };
+                    let Some(secret) = secrets.get(next.fetch_add(1, Ordering::Relaxed) as usize) else {
+                        break;
+                    };
                     let one = Instant::now();
-                    let ok = client.verify_api_key(verify_request(&target, secret)).await.is_ok_and(|r| r.into_inner().valid);
+                    let ok = client
+                        .verify_api_key(verify_request(&target, secret))
+                        .await
+                        .is_ok_and(|r| r.into_inner().valid);
                     samples.push((one.elapsed().as_micros() as u64, ok));
                 }
                 samples
