@@ -77,8 +77,10 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let store = open_store(config).await?;
     let node = config.node_id.unwrap_or_else(random_node);
     let key_pool = Arc::new(KeyPool::start(&config.pool().map_err(AppError::Config)?));
-    let services =
-        Arc::new(Services::new(store, Arc::new(SystemClock), IdGenerator::new(node), key_pool.clone()));
+    let services = Arc::new(
+        Services::new(store, Arc::new(SystemClock), IdGenerator::new(node), key_pool.clone())
+            .with_cache_capacity(config.cache_capacity),
+    );
     let admin_token = services.bootstrap(&config.data_dir, config.admin_token.as_deref()).await?;
     let follower = services.clone().follow_changes().await?;
     let (stop_flushing, flushing_stopped) = oneshot::channel();

@@ -84,6 +84,10 @@ pub struct Config {
     /// How often API key usage counted in memory is written to the store, in milliseconds (and on shutdown).
     #[arg(long, env = "KEYMINT_USAGE_FLUSH_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub usage_flush_ms: u64,
+    /// Entries each in-memory cache holds: API keys by secret, the meters of recently verified keys, application
+    /// keys. The least recently used beyond it are evicted (a meter only once its usage is written).
+    #[arg(long, env = "KEYMINT_CACHE_CAPACITY", default_value_t = crate::service::DEFAULT_CACHE_CAPACITY, value_parser = parse_capacity)]
+    pub cache_capacity: usize,
     /// The instance-admin token to create on first start (instead of generating one), or to add later.
     #[arg(long, env = "KEYMINT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -131,6 +135,7 @@ impl fmt::Debug for Config {
             .field("key_pool_size", &self.key_pool_size)
             .field("key_pool_workers", &self.key_pool_workers)
             .field("usage_flush_ms", &self.usage_flush_ms)
+            .field("cache_capacity", &self.cache_capacity)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -143,6 +148,13 @@ fn parse_bits(value: &str) -> Result<RsaBits, String> {
         .ok()
         .and_then(RsaBits::from_bits)
         .ok_or_else(|| format!("{value:?} is not a key size keymint issues: use 2048, 3072 or 4096"))
+}
+
+fn parse_capacity(value: &str) -> Result<usize, String> {
+    match value.trim().replace('_', "").parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{value:?} is not a capacity: give a number of entries, at least 1")),
+    }
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.

@@ -16,7 +16,7 @@ use clap::{Parser, ValueEnum};
 use keymint::{
     api::pb::keymint::{
         apikeys::v1::{
-            CreateApiKeyRequest, DeleteApiKeyRequest, Environment, VerifyApiKeyRequest,
+            CreateApiKeyRequest, DeleteApiKeyRequest, Environment, RateLimit, VerifyApiKeyRequest,
             api_key_service_client::ApiKeyServiceClient,
         },
         management::v1::{
@@ -36,6 +36,9 @@ use keymint::{
 };
 use tonic::{Request, metadata::MetadataValue, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+#[path = "keymint-bench/million.rs"]
+mod million;
 
 #[derive(Debug, Parser)]
 #[command(name = "keymint-bench", about = "Measures keymint against baselines taken in the same run")]
@@ -69,6 +72,12 @@ struct Args {
     /// Keys revoked one after another to measure how soon verify refuses them.
     #[arg(long, default_value_t = 50)]
     revocations: usize,
+    /// API keys seeded for verify-api-key-1m.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: usize,
+    /// The cache capacity of the server verify-api-key-1m measures misses and a working set on.
+    #[arg(long, default_value_t = 100_000)]
+    cache_capacity: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,6 +87,10 @@ enum Scenario {
     Reads,
     /// verify-api-key and revocation latency.
     ApiKeys,
+    /// `--keys` API keys (1,000,000): verifies that miss the cache, a working set larger than the cache, and
+    /// the memory per cached key (not part of `all`: seeding takes minutes).
+    #[value(name = "verify-api-key-1m")]
+    VerifyApiKey1m,
 }
 
 /// One scenario's figures.
@@ -140,6 +153,11 @@ impl Figures {
         );
         println!("{json}");
     }
+}
+
+/// A scenario's figures under another name (the same calls, made another way).
+fn named(name: &'static str, figures: Figures) -> Figures {
+    Figures { name, ..figures }
 }
 
 /// The health RPC at each level of calls in flight, measured once per level when a scenario first needs it.
@@ -251,6 +269,7 @@ async fn run(args: Args) -> BenchResult<u64> {
         key_pool_size: 32,
         key_pool_workers: Some(u16::try_from(workers)?),
         usage_flush_ms: 2_000,
+        cache_capacity: args.cache_capacity,
         admin_token: Some(token.clone()),
     };
     let running = app::start(&config).await?;
@@ -309,15 +328,28 @@ async fn run(args: Args) -> BenchResult<u64> {
         let secrets = issue_api_keys(&channels, &target, args.api_keys).await?;
         let nagle = connect_with_nagle(&running).await?;
         let mut baselines = Baselines::new(health.clone());
+        let mut at_main_level = None;
         for &level in &args.in_flight {
             let lane = lanes(&channels, &nagle, level);
             let health = baselines.at(lane, level, seconds).await;
             let mut verify = verify_api_key(lane, &target, &secrets, level, seconds).await;
             verify.extra.insert("ratio_to_health", verify.per_second() / health.per_second());
             verify.print();
+            if level == args.concurrency {
+                at_main_level = Some(verify.per_second());
+            }
             all.push(verify);
         }
         all.extend(baselines.measured());
+        let mut limited =
+            verify_with_shared_limits(&channels, &target, args.api_keys, args.concurrency, args.seconds)
+                .await?;
+        limited.extra.insert("ratio_to_health", limited.per_second() / health.per_second());
+        if let Some(verify) = at_main_level {
+            limited.extra.insert("ratio_to_verify", limited.per_second() / verify);
+        }
+        limited.print();
+        all.push(limited);
         // With PostgreSQL a second keymint process on the same database answers the verifies; with SQLite (one
         // process per file) the same process does, which shows the in-process path.
         let beside = if database.url.is_some() {
@@ -335,6 +367,10 @@ async fn run(args: Args) -> BenchResult<u64> {
         if let Some(beside) = beside {
             beside.shutdown().await?;
         }
+    }
+    if args.scenario == Scenario::VerifyApiKey1m {
+        let figures = million::run(&running, &config, &target, &args, &health).await?;
+        all.extend(figures);
     }
     all.push(health);
 
@@ -699,6 +735,29 @@ async fn issue_api_keys(channels: &[Channel], target: &Target, n: usize) -> Benc
         secrets.push(created.into_inner().secret);
     }
     Ok(secrets)
+}
+
+/// VerifyApiKey over `n` keys that each have a rate limit and a daily quota far above what the run can use:
+/// every call takes a token and a use from this process's leased batches (the shared counters in the store).
+async fn verify_with_shared_limits(
+    channels: &[Channel],
+    target: &Target,
+    n: usize,
+    concurrency: usize,
+    seconds: u64,
+) -> BenchResult<Figures> {
+    let mut client = ApiKeyServiceClient::new(channels[0].clone());
+    let mut secrets = Vec::with_capacity(n);
+    for i in 0..n {
+        let request = CreateApiKeyRequest {
+            rate_limit: Some(RateLimit { per_second: 100_000, burst: 1_000_000 }),
+            daily_quota: 1_000_000_000_000,
+            ..bench_key(&format!("limited {i}"))
+        };
+        secrets.push(client.create_api_key(target.req(request)).await?.into_inner().secret);
+    }
+    let figures = verify_api_key(channels, target, &secrets, concurrency, Duration::from_secs(seconds)).await;
+    Ok(named("verify-api-key-limited", figures))
 }
 
 fn bench_key(title: &str) -> CreateApiKeyRequest {

@@ -7,6 +7,7 @@ pub mod cidr;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod lease;
 pub mod org;
 pub mod principal;
 pub mod project;

@@ -28,6 +28,7 @@ use crate::{
 
 use super::{
     Caller, Error, Result, Services, Target,
+    bounded::BoundedCache,
     verify::{VerifyCode, VerifyRequest},
 };
 
@@ -241,23 +242,23 @@ impl Services {
 
 /// Principals of credentials this process has authenticated, by the hash of their secret. Instance-admin
 /// credentials cannot be revoked, so an entry stays true for the life of the process; only known credentials are
-/// kept, and the map is emptied when it reaches its bound, so guessing cannot grow it.
-#[derive(Debug, Default)]
-pub(super) struct PrincipalCache(RwLock<HashMap<String, Principal>>);
+/// kept, at most `MAX_ENTRIES` (CLOCK eviction), so guessing cannot grow it.
+#[derive(Debug)]
+pub(super) struct PrincipalCache(BoundedCache<String, Principal>);
 
 impl PrincipalCache {
     const MAX_ENTRIES: usize = 10_000;
 
+    pub fn new() -> Self {
+        PrincipalCache(BoundedCache::new(Self::MAX_ENTRIES))
+    }
+
     fn get(&self, hash: &str) -> Option<Principal> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).get(hash).cloned()
+        self.0.get(hash)
     }
 
     fn insert(&self, hash: String, principal: Principal) {
-        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= Self::MAX_ENTRIES {
-            map.clear();
-        }
-        map.insert(hash, principal);
+        self.0.insert(hash, principal);
     }
 }
 

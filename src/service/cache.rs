@@ -1,66 +1,68 @@
 //! Read models kept in memory for the hottest read, GetAppKey. This process's own writes invalidate them at once;
 //! other processes' writes arrive through the store's change feed within milliseconds of their commit.
 
-use std::{
-    collections::HashMap,
-    sync::{PoisonError, RwLock},
+use std::sync::{
+    Arc, Mutex, PoisonError,
+    atomic::{AtomicU64, Ordering},
 };
 
 use crate::{domain::AggregateType, store::AppKeyRow};
 
-/// Keys by ID, with the project each belongs to (the read is scoped by it).
-#[derive(Debug, Default)]
-pub(super) struct KeyCache(RwLock<Entries>);
+use super::bounded::BoundedCache;
 
-#[derive(Debug, Default)]
-struct Entries {
-    keys: HashMap<String, (String, AppKeyRow)>,
-    /// Bumped by every invalidation: a read that started before one must not fill the cache after it.
-    generation: u64,
+/// Keys by ID, with the project each belongs to (the read is scoped by it), at most `capacity` of them (CLOCK
+/// eviction, see `bounded.rs`).
+#[derive(Debug)]
+pub(super) struct KeyCache {
+    keys: BoundedCache<String, Arc<(String, AppKeyRow)>>,
+    /// Bumped by every invalidation: a read that started before one must not fill the cache after it. Fills and
+    /// invalidations take this lock, so that none fills between an invalidation's bump and its removal.
+    generation: Mutex<u64>,
+    current: AtomicU64,
 }
 
 impl KeyCache {
-    /// Bounds memory: past this many keys the cache starts over.
-    const MAX_ENTRIES: usize = 100_000;
+    pub fn new(capacity: usize) -> Self {
+        KeyCache { keys: BoundedCache::new(capacity), generation: Mutex::new(0), current: AtomicU64::new(0) }
+    }
 
     pub fn generation(&self) -> u64 {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).generation
+        self.current.load(Ordering::Acquire)
     }
 
     pub fn get(&self, org_id: &str, project_id: &str, app_id: &str, key_id: &str) -> Option<AppKeyRow> {
-        let entries = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        let (project, row) = entries.keys.get(key_id)?;
+        let entry = self.keys.get(key_id)?;
+        let (project, row) = &*entry;
         (project == project_id && row.app_id == app_id && row.details.org_id == org_id).then(|| row.clone())
     }
 
     /// Caches a row read from the store, unless something was invalidated since `generation` was taken.
     pub fn fill(&self, generation: u64, project_id: &str, row: &AppKeyRow) {
-        let mut entries = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        if entries.generation != generation {
+        let current = self.generation.lock().unwrap_or_else(PoisonError::into_inner);
+        if *current != generation {
             return;
         }
-        if entries.keys.len() >= Self::MAX_ENTRIES {
-            entries.keys.clear();
-        }
-        entries.keys.insert(row.id.clone(), (project_id.to_owned(), row.clone()));
+        self.keys.insert(row.id.clone(), Arc::new((project_id.to_owned(), row.clone())));
     }
 
     /// Forgets what a change to one aggregate may have made stale.
     pub fn invalidate(&self, aggregate_type: &str, id: &str) {
-        let mut entries = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        entries.generation += 1;
+        let mut current = self.generation.lock().unwrap_or_else(PoisonError::into_inner);
+        *current += 1;
+        self.current.store(*current, Ordering::Release);
         if aggregate_type == AggregateType::App.as_str() {
-            entries.keys.retain(|_, (_, row)| row.app_id != id);
+            self.keys.retain(|_, entry| entry.1.app_id != id);
         } else if aggregate_type == AggregateType::Project.as_str() {
-            entries.keys.retain(|_, (project, _)| project != id);
+            self.keys.retain(|_, entry| entry.0 != id);
         }
     }
 
     /// Forgets everything: changes may have been missed.
     pub fn clear(&self) {
-        let mut entries = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        entries.generation += 1;
-        entries.keys.clear();
+        let mut current = self.generation.lock().unwrap_or_else(PoisonError::into_inner);
+        *current += 1;
+        self.current.store(*current, Ordering::Release);
+        self.keys.clear();
     }
 }
 
@@ -81,7 +83,7 @@ mod tests {
 
     #[test]
     fn reads_are_scoped_like_the_store_query() {
-        let cache = KeyCache::default();
+        let cache = KeyCache::new(100);
         cache.fill(cache.generation(), "p", &row("k", "a"));
         assert!(cache.get("o", "p", "a", "k").is_some());
         assert!(cache.get("other-org", "p", "a", "k").is_none());
@@ -91,7 +93,7 @@ mod tests {
 
     #[test]
     fn changes_to_the_app_or_project_evict_their_keys() {
-        let cache = KeyCache::default();
+        let cache = KeyCache::new(100);
         cache.fill(cache.generation(), "p", &row("k1", "a1"));
         cache.fill(cache.generation(), "p", &row("k2", "a2"));
         cache.invalidate("app", "a1");
@@ -102,8 +104,18 @@ mod tests {
     }
 
     #[test]
+    fn the_capacity_holds() {
+        let cache = KeyCache::new(100);
+        for i in 0..1_000 {
+            cache.fill(cache.generation(), "p", &row(&format!("k{i}"), "a"));
+        }
+        assert_eq!(cache.keys.len(), 100);
+        assert!(cache.get("o", "p", "a", "k999").is_some(), "the newest is there");
+    }
+
+    #[test]
     fn a_read_that_raced_an_invalidation_does_not_fill() {
-        let cache = KeyCache::default();
+        let cache = KeyCache::new(100);
         let before = cache.generation();
         cache.invalidate("app", "a");
         cache.fill(before, "p", &row("k", "a"));

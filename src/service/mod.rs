@@ -5,6 +5,7 @@ pub mod access;
 pub mod api_keys;
 pub mod app_keys;
 pub mod apps;
+mod bounded;
 mod cache;
 mod error;
 pub mod keys;
@@ -41,6 +42,8 @@ pub use keys::KeySource;
 const MAX_ATTEMPTS: u32 = 5;
 /// Default and largest page of a list.
 pub const DEFAULT_LIMIT: u32 = 100;
+/// Entries each in-memory read model holds unless configured otherwise (`--cache-capacity`).
+pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
 pub const MAX_LIMIT: u32 = 1000;
 
 /// Everything the use cases need, shared by all requests.
@@ -103,13 +106,22 @@ impl Services {
             ids,
             keys,
             locks: AggregateLocks::new(),
-            principals: Default::default(),
+            principals: access::PrincipalCache::new(),
             unknown_credentials: Default::default(),
-            keys_read: Default::default(),
-            api_keys_read: Default::default(),
-            meters: Default::default(),
+            keys_read: cache::KeyCache::new(DEFAULT_CACHE_CAPACITY),
+            api_keys_read: verify::ApiKeyCache::new(DEFAULT_CACHE_CAPACITY),
+            meters: verify::Meters::new(DEFAULT_CACHE_CAPACITY),
             feed_live: AtomicBool::new(true),
         }
+    }
+
+    /// Bounds the in-memory read models to `capacity` entries each: cached API keys (by secret), the meters of
+    /// recently verified keys, cached application keys. Call before serving.
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.keys_read = cache::KeyCache::new(capacity);
+        self.api_keys_read = verify::ApiKeyCache::new(capacity);
+        self.meters = verify::Meters::new(capacity);
+        self
     }
 
     /// Starts following the changes other processes commit, keeping in-memory read models fresh; None when the

@@ -14,7 +14,11 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::domain::AggregateType;
+use crate::domain::{
+    AggregateType, Timestamp,
+    lease::{BucketGrant, QuotaGrant},
+    rate_limit::{DailyQuota, RateLimit},
+};
 
 use super::{
     ApiKeyQuery, ApiKeyRow, AppKeyRow, AppRow, Append, ChangeFeed, CredentialRow, EventRange, EventStore,
@@ -216,6 +220,25 @@ impl EventStore for Guarded {
     }
     async fn record_usage(&self, usage: &[UsageDelta]) -> Result<()> {
         self.guard(self.inner.record_usage(usage)).await
+    }
+    async fn lease_tokens(
+        &self,
+        key_id: &str,
+        limit: RateLimit,
+        now: Timestamp,
+        want: u64,
+    ) -> Result<BucketGrant> {
+        self.guard(self.inner.lease_tokens(key_id, limit, now, want)).await
+    }
+    async fn lease_quota(
+        &self,
+        key_id: &str,
+        quota: DailyQuota,
+        day: i64,
+        want: u64,
+        owed: u64,
+    ) -> Result<QuotaGrant> {
+        self.guard(self.inner.lease_quota(key_id, quota, day, want, owed)).await
     }
     async fn changes(&self) -> Result<Option<ChangeFeed>> {
         // The feed reconnects by itself and says when it was down.

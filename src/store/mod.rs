@@ -12,7 +12,12 @@ use std::{path::Path, sync::Arc};
 
 use async_trait::async_trait;
 
-use crate::domain::{AggregateType, Event, Timestamp, events::DecodeError};
+use crate::domain::{
+    AggregateType, Event, Timestamp,
+    events::DecodeError,
+    lease::{BucketGrant, QuotaGrant},
+    rate_limit::{DailyQuota, RateLimit},
+};
 
 pub use circuit::{Guarded, StoreState};
 pub use postgres::PgStore;
@@ -381,6 +386,25 @@ pub trait EventStore: Send + Sync + 'static {
     async fn api_key_by_secret(&self, secret_hash: &str) -> Result<Option<SecretMatch>>;
     /// Adds a batch of usage to the keys' counters, in one transaction.
     async fn record_usage(&self, usage: &[UsageDelta]) -> Result<()>;
+
+    /// Takes up to `want` tokens from a key's shared token bucket at `now`, in one statement (see
+    /// `domain::lease`): what every process's verify calls for the key draw on.
+    async fn lease_tokens(
+        &self,
+        key_id: &str,
+        limit: RateLimit,
+        now: Timestamp,
+        want: u64,
+    ) -> Result<BucketGrant>;
+    /// Adds `owed` to a key's count of uses on `day`, then takes up to `want` of what is left of its quota.
+    async fn lease_quota(
+        &self,
+        key_id: &str,
+        quota: DailyQuota,
+        day: i64,
+        want: u64,
+        owed: u64,
+    ) -> Result<QuotaGrant>;
 
     /// Changes committed by other processes sharing the database, as they commit; None when no other process can
     /// write (SQLite). Read caches follow it.

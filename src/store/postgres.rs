@@ -22,6 +22,8 @@ const MIGRATIONS: &[Migration] = migrations!(
     (2, "0002_projections"),
     (3, "0003_app_keys_covering_index"),
     (4, "0004_api_keys"),
+    (9, "0009_rate_buckets"),
+    (10, "0010_quota_counters"),
     (11, "0011_list_counts")
 );
 
@@ -39,6 +41,8 @@ const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(7202604812)";
 /// How long a call waits for a pooled connection. Short, so that an outage shows in about a second instead of
 /// every call hanging; the circuit (see `circuit.rs`) then answers at once until the database is back.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connections for leases: a lease is one short statement, and at most one per key is in flight per process.
+const LEASE_CONNECTIONS: u32 = 4;
 /// How long the change feed waits before listening again after its connection failed.
 const RELISTEN_DELAY: Duration = Duration::from_millis(100);
 
@@ -46,6 +50,10 @@ const RELISTEN_DELAY: Duration = Duration::from_millis(100);
 pub struct PgStore {
     read: PgPool,
     write: PgPool,
+    /// Leases of rate-limit tokens and quota uses: commits that do not wait for the WAL to reach the disk. A
+    /// lease lost in a database crash gives back at most one batch per key and process, and keeps a verify that
+    /// leases from waiting for a disk flush (≈ 2.7 ms here) instead of a round trip.
+    leases: PgPool,
     options: PgConnectOptions,
 }
 
@@ -59,8 +67,12 @@ impl PgStore {
             .connect_with(options.clone())
             .await?;
         Self::run_migrations(&pool, MIGRATIONS, Some(MIGRATION_LOCK)).await?;
+        let leases = PgPoolOptions::new()
+            .max_connections(LEASE_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
         // Reads and writes share one pool: PostgreSQL runs concurrent writers itself.
-        Ok(PgStore { read: pool.clone(), write: pool, options })
+        Ok(PgStore { read: pool.clone(), write: pool, leases, options })
     }
 
     /// A fresh connection and a round trip: a pool that is merely busy says nothing about the database.

@@ -174,6 +174,83 @@ pub const RECORD_USAGE: &str = "INSERT INTO api_key_usage \
     quota_day = CASE WHEN excluded.quota_day > api_key_usage.quota_day \
         THEN excluded.quota_day ELSE api_key_usage.quota_day END";
 
+// Leases from the shared rate and quota counters (see domain/lease.rs, whose `SharedBucket::lease` and
+// `SharedQuota::lease` these statements compute; a store test checks they agree). One statement each: an upsert
+// whose right-hand sides read the row as it was, on both databases. CASE instead of LEAST/GREATEST, which SQLite
+// lacks.
+macro_rules! refill_elapsed {
+    () => {
+        "(CASE WHEN $2 <= rate_buckets.updated_at THEN 0 \
+         WHEN $2 - rate_buckets.updated_at > 1000000000000 THEN 1000000000000 \
+         ELSE $2 - rate_buckets.updated_at END)"
+    };
+}
+macro_rules! available_tokens {
+    () => {
+        concat!(
+            "(CASE WHEN rate_buckets.level + ",
+            refill_elapsed!(),
+            " * $3 > $4 THEN $4 ELSE rate_buckets.level + ",
+            refill_elapsed!(),
+            " * $3 END)"
+        )
+    };
+}
+macro_rules! granted_tokens {
+    () => {
+        concat!(
+            "(CASE WHEN ",
+            available_tokens!(),
+            " / 1000000 > $5 THEN $5 ELSE ",
+            available_tokens!(),
+            " / 1000000 END)"
+        )
+    };
+}
+/// `$1` key, `$2` now (µs), `$3` tokens per second, `$4` capacity (millionths), `$5` tokens wanted; `$6`, `$7`:
+/// the level and grant of a bucket that has no row yet (a full one).
+pub const LEASE_TOKENS: &str = concat!(
+    "INSERT INTO rate_buckets (key_id, level, updated_at, granted) VALUES ($1, $6, $2, $7) ",
+    "ON CONFLICT (key_id) DO UPDATE SET level = ",
+    available_tokens!(),
+    " - ",
+    granted_tokens!(),
+    " * 1000000, updated_at = CASE WHEN $2 > rate_buckets.updated_at THEN $2 ELSE rate_buckets.updated_at END, ",
+    "granted = ",
+    granted_tokens!(),
+    " RETURNING granted, level, updated_at"
+);
+macro_rules! quota_base {
+    () => {
+        "(CASE WHEN $2 > quota_counters.day THEN 0 ELSE quota_counters.used END + $5)"
+    };
+}
+macro_rules! granted_uses {
+    () => {
+        concat!(
+            "(CASE WHEN ",
+            quota_base!(),
+            " >= $3 THEN 0 WHEN $3 - ",
+            quota_base!(),
+            " > $4 THEN $4 ELSE $3 - ",
+            quota_base!(),
+            " END)"
+        )
+    };
+}
+/// `$1` key, `$2` UTC day, `$3` quota, `$4` uses wanted, `$5` uses owed; `$6`, `$7`: the count and grant of a
+/// key that has no row yet.
+pub const LEASE_QUOTA: &str = concat!(
+    "INSERT INTO quota_counters (key_id, day, used, granted) VALUES ($1, $2, $6, $7) ",
+    "ON CONFLICT (key_id) DO UPDATE SET used = ",
+    quota_base!(),
+    " + ",
+    granted_uses!(),
+    ", day = CASE WHEN $2 > quota_counters.day THEN $2 ELSE quota_counters.day END, granted = ",
+    granted_uses!(),
+    " RETURNING granted, day, used"
+);
+
 /// A page of a list query: `LIMIT $n OFFSET $n+1` after the filter's own parameters.
 pub fn list(columns: &str, table: &str, filter: &str, asc: bool) -> String {
     let order = if asc { "ASC" } else { "DESC" };
@@ -791,6 +868,59 @@ macro_rules! impl_event_store {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn lease_tokens(
+                &self,
+                key_id: &str,
+                limit: $crate::domain::rate_limit::RateLimit,
+                now: $crate::domain::Timestamp,
+                want: u64,
+            ) -> $crate::store::Result<$crate::domain::lease::BucketGrant> {
+                use $crate::domain::lease::{BucketGrant, SharedBucket};
+                let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                let fresh = SharedBucket::lease(None, limit, now, want);
+                let (granted, level, updated): (i64, i64, i64) =
+                    sqlx::query_as($crate::store::sql::LEASE_TOKENS)
+                        .bind(key_id)
+                        .bind(now.micros())
+                        .bind(i64::from(limit.per_second))
+                        .bind(int(SharedBucket::capacity(limit)))
+                        .bind(int(want))
+                        .bind(int(fresh.bucket.level))
+                        .bind(int(fresh.granted))
+                        .fetch_one(&self.leases)
+                        .await?;
+                let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                Ok(BucketGrant {
+                    granted: count(granted),
+                    bucket: SharedBucket { level: count(level), updated: $crate::domain::Timestamp(updated) },
+                })
+            }
+
+            async fn lease_quota(
+                &self,
+                key_id: &str,
+                quota: $crate::domain::rate_limit::DailyQuota,
+                day: i64,
+                want: u64,
+                owed: u64,
+            ) -> $crate::store::Result<$crate::domain::lease::QuotaGrant> {
+                use $crate::domain::lease::{QuotaGrant, SharedQuota};
+                let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                let fresh = SharedQuota::lease(None, quota, day, want, owed);
+                let (granted, day, used): (i64, i64, i64) = sqlx::query_as($crate::store::sql::LEASE_QUOTA)
+                    .bind(key_id)
+                    .bind(day)
+                    .bind(int(quota.limit()))
+                    .bind(int(want))
+                    .bind(int(owed))
+                    .bind(int(fresh.counter.used))
+                    .bind(int(fresh.granted))
+                    .fetch_one(&self.leases)
+                    .await?;
+                let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                Ok(QuotaGrant { granted: count(granted), counter: SharedQuota { day, used: count(used) } })
             }
 
             async fn changes(&self) -> $crate::store::Result<Option<$crate::store::ChangeFeed>> {

@@ -20,6 +20,8 @@ const MIGRATIONS: &[Migration] = migrations!(
     (2, "0002_projections"),
     (3, "0003_app_keys_covering_index"),
     (4, "0004_api_keys"),
+    (9, "0009_rate_buckets"),
+    (10, "0010_quota_counters"),
     (11, "0011_list_counts")
 );
 
@@ -36,6 +38,8 @@ fn readers() -> u32 {
 pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
+    /// Leases of rate-limit tokens and quota uses go through the one writer.
+    leases: SqlitePool,
 }
 
 impl SqliteStore {
@@ -76,7 +80,7 @@ impl SqliteStore {
                 files::narrow_if_present(Path::new(&journal))?;
             }
         }
-        Ok(SqliteStore { read, write })
+        Ok(SqliteStore { read, leases: write.clone(), write })
     }
 
     /// A file on this machine answers whenever the process runs; a query proves the file is still readable.

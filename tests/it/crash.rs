@@ -20,13 +20,13 @@ use tonic::transport::Channel;
 use crate::helpers::{Db, FreshDb, api_key_request, on_both_databases, with_token};
 
 /// The keymint binary, started as an operator would, on a free port.
-struct Process {
+pub(crate) struct Process {
     child: Child,
     url: String,
 }
 
 impl Process {
-    async fn start(db: &FreshDb, token: &str) -> Process {
+    pub(crate) async fn start(db: &FreshDb, token: &str) -> Process {
         let port =
             std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_keymint"));
@@ -60,7 +60,7 @@ impl Process {
         }
     }
 
-    async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
+    pub(crate) async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
         Channel::from_shared(self.url.clone()).expect("url").connect().await
     }
 }

@@ -154,6 +154,7 @@ pub fn config(db: &FreshDb, admin_token: Option<String>) -> Config {
         key_pool_size: 2,
         key_pool_workers: Some(1),
         usage_flush_ms: 2_000,
+        cache_capacity: keymint::service::DEFAULT_CACHE_CAPACITY,
         admin_token,
     }
 }
