@@ -9,10 +9,10 @@ use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
 use pkcs8::{
-    ObjectIdentifier, SubjectPublicKeyInfoRef,
+    AlgorithmIdentifierRef, ObjectIdentifier, SubjectPublicKeyInfoRef,
     der::{
-        Decode, Reader, SliceReader,
-        asn1::UintRef,
+        Decode, Encode, Reader, SliceReader,
+        asn1::{AnyRef, BitStringRef, UintRef},
         pem::{LineEnding, encode_string},
     },
 };
@@ -25,6 +25,17 @@ const RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.11354
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+
+/// The SubjectPublicKeyInfo DER before the key of each curve: SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 },
+/// BIT STRING (65 bytes) } and SEQUENCE { SEQUENCE { id-Ed25519 }, BIT STRING (32 bytes) } (RFC 5480, RFC 8410).
+const P256_SPKI_PREFIX: &[u8] = &[
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86,
+    0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+const ED25519_SPKI_PREFIX: &[u8] = &[0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+
+/// JWK members only private keys have (RFC 7518 §6.2.2, §6.3.2, §6.4.1; RFC 8037 §2).
+const JWK_PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /// RSA moduli keymint accepts: below 2048 bits is too weak (RFC 7518 §3.3 asks for 2048), above 8192 is what
 /// aws-lc-rs verifies at most.
@@ -83,6 +94,96 @@ impl PublicKey {
             )),
             _ => Err(CryptoError("expected a PEM public key (-----BEGIN PUBLIC KEY-----)")),
         }
+    }
+
+    /// Reads a key a caller supplied: a SubjectPublicKeyInfo PEM or one JWK as JSON, told apart by their first
+    /// character.
+    pub fn from_supplied(text: &str) -> Result<PublicKey, CryptoError> {
+        let text = text.trim();
+        if text.starts_with('{') {
+            PublicKey::from_jwk(text)
+        } else if text.starts_with("-----BEGIN ") {
+            PublicKey::from_spki_pem(text)
+        } else {
+            Err(CryptoError(
+                "expected a PEM public key (-----BEGIN PUBLIC KEY-----) or a JWK (a JSON object)",
+            ))
+        }
+    }
+
+    /// Reads one public JWK (RFC 7517; RSA and EC members of RFC 7518 §6, OKP of RFC 8037 §2). A JWK with any
+    /// private member is refused, so that whoever sent it learns not to send private keys. `kid` is ignored; `use`
+    /// must be "sig" and `alg` one the key verifies, when present.
+    pub fn from_jwk(json: &str) -> Result<PublicKey, CryptoError> {
+        let value: Value =
+            serde_json::from_str(json).map_err(|_| CryptoError("the JWK is not valid JSON"))?;
+        let Value::Object(members) = value else {
+            return Err(CryptoError("a JWK is a JSON object"));
+        };
+        if members.contains_key("keys") {
+            return Err(CryptoError("this is a JWK Set: send one JWK, the object inside `keys`"));
+        }
+        if JWK_PRIVATE_MEMBERS.iter().any(|m| members.contains_key(*m)) {
+            return Err(CryptoError(
+                "the JWK holds private key material (d, p, q, dp, dq, qi, oth or k): send only the public key; \
+                 a private key must never leave its owner",
+            ));
+        }
+        let text = |name: &str| members.get(name).and_then(Value::as_str);
+        let bytes = |name: &str, missing: &'static str| -> Result<Vec<u8>, CryptoError> {
+            let encoded = text(name).ok_or(CryptoError(missing))?;
+            URL_SAFE_NO_PAD
+                .decode(encoded.trim_end_matches('='))
+                .map_err(|_| CryptoError("a JWK member is not valid base64url"))
+        };
+        let der = match text("kty") {
+            Some("RSA") => {
+                let n = bytes("n", "an RSA JWK needs n and e")?;
+                let e = bytes("e", "an RSA JWK needs n and e")?;
+                rsa_spki_der(&n, &e)?
+            }
+            Some("EC") => {
+                if text("crv") != Some("P-256") {
+                    return Err(CryptoError(
+                        "EC keys must be on the P-256 curve (ES256); other curves are not accepted",
+                    ));
+                }
+                let x = bytes("x", "a P-256 JWK needs x and y")?;
+                let y = bytes("y", "a P-256 JWK needs x and y")?;
+                if x.len() != 32 || y.len() != 32 {
+                    return Err(CryptoError("x and y of a P-256 JWK are 32 bytes each"));
+                }
+                [P256_SPKI_PREFIX, &[0x04], &x, &y].concat()
+            }
+            Some("OKP") => {
+                if text("crv") != Some("Ed25519") {
+                    return Err(CryptoError(
+                        "OKP keys must be Ed25519; X25519, Ed448 and X448 are not accepted",
+                    ));
+                }
+                let x = bytes("x", "an Ed25519 JWK needs x")?;
+                if x.len() != 32 {
+                    return Err(CryptoError("x of an Ed25519 JWK is 32 bytes"));
+                }
+                [ED25519_SPKI_PREFIX, &x].concat()
+            }
+            Some(_) => {
+                return Err(CryptoError(
+                    "this key type is not accepted: keys are RSA (2048 to 8192 bits), EC P-256 or Ed25519",
+                ));
+            }
+            None => return Err(CryptoError("the JWK has no kty")),
+        };
+        let key = PublicKey::from_spki_der(&der)?;
+        if members.get("use").is_some_and(|u| u != "sig") {
+            return Err(CryptoError("the JWK's use must be \"sig\": application keys sign JWTs"));
+        }
+        if let Some(alg) = members.get("alg")
+            && !key.jws_algorithms().iter().any(|a| alg == a)
+        {
+            return Err(CryptoError("the JWK's alg is not one its key verifies"));
+        }
+        Ok(key)
     }
 
     /// Reads a DER SubjectPublicKeyInfo (RFC 5280 §4.1.2.7) of an RSA, EC P-256 or Ed25519 key.
@@ -245,6 +346,21 @@ fn rsa_material(rsa_public_key: &[u8]) -> Result<Material, CryptoError> {
         return Err(CryptoError("RSA keys must have 2048 to 8192 bits"));
     }
     Ok(Material::Rsa { n: n.as_bytes().to_vec(), e: e.as_bytes().to_vec() })
+}
+
+/// The SubjectPublicKeyInfo of an RSA key with modulus `n` and exponent `e` (big-endian, unsigned).
+fn rsa_spki_der(n: &[u8], e: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let malformed = |_| CryptoError("the RSA JWK's n or e is not a valid number");
+    // SEQUENCE OF two INTEGERs encodes exactly as RSAPublicKey's SEQUENCE { INTEGER, INTEGER }.
+    let rsa_public_key = [UintRef::new(n).map_err(malformed)?, UintRef::new(e).map_err(malformed)?]
+        .to_der()
+        .map_err(malformed)?;
+    SubjectPublicKeyInfoRef {
+        algorithm: AlgorithmIdentifierRef { oid: RSA_ENCRYPTION, parameters: Some(AnyRef::NULL) },
+        subject_public_key: BitStringRef::from_bytes(&rsa_public_key).map_err(malformed)?,
+    }
+    .to_der()
+    .map_err(malformed)
 }
 
 /// The SEC 1 uncompressed point `04 || x || y`; the compressed form is refused since the JWK needs `y`.
@@ -569,6 +685,72 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEf83OJ3D2xF1Bg8vub9tLe1gHMzV7
         ] {
             assert!(PublicKey::from_spki_pem(garbage).is_err(), "accepted {garbage:?}");
         }
+    }
+
+    /// A JWK and the PEM of the same key read as the same key, in the canonical PEM.
+    #[test]
+    fn public_jwks_read_as_their_spki() {
+        let rsa = json!({"kty": "RSA", "kid": "2011-04-29", "alg": "RS256", "use": "sig", "e": "AQAB",
+            "n": PublicKey::from_spki_pem(RFC7517_RSA_PEM).unwrap().to_jwk("k")["n"]});
+        let key = PublicKey::from_jwk(&rsa.to_string()).unwrap();
+        assert_eq!(key.to_spki_pem().unwrap(), RFC7517_RSA_PEM);
+        let ec = r#"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+        let key = PublicKey::from_supplied(&format!("  {ec}\n")).unwrap();
+        assert_eq!(key.family(), KeyFamily::EcP256);
+        assert!(
+            key.to_spki_pem()
+                .unwrap()
+                .contains("MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEf83OJ3D2xF1Bg8vub9tLe1gHMzV7")
+        );
+        let okp = r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","use":"sig","alg":"EdDSA"}"#;
+        let key = PublicKey::from_supplied(okp).unwrap();
+        assert_eq!(
+            key.to_spki_pem().unwrap(),
+            "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n-----END PUBLIC KEY-----\n"
+        );
+        assert_eq!(
+            PublicKey::from_supplied(RFC7517_RSA_PEM).unwrap().to_spki_pem().unwrap(),
+            RFC7517_RSA_PEM
+        );
+    }
+
+    fn jwk_refusal(jwk: &str) -> &'static str {
+        PublicKey::from_jwk(jwk).expect_err("must be refused").0
+    }
+
+    #[test]
+    fn refuses_private_and_unusable_jwks_and_says_why() {
+        // RFC 8037 §A.1: the private key, with `d`.
+        let private = r#"{"kty":"OKP","crv":"Ed25519","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+        let message = jwk_refusal(private);
+        assert!(message.contains("private key"), "{message}");
+        assert!(!message.contains("nWGxne"));
+        assert!(jwk_refusal(r#"{"kty":"oct","k":"c2VjcmV0"}"#).contains("private key"));
+        assert!(jwk_refusal(r#"{"kty":"RSA","n":"AQAB","e":"AQAB","p":"AQAB"}"#).contains("private key"));
+        assert!(jwk_refusal(r#"{"keys":[]}"#).contains("JWK Set"));
+        assert!(jwk_refusal(r#"{"kty":"EC","crv":"P-384","x":"AA","y":"AA"}"#).contains("P-256"));
+        assert!(jwk_refusal(r#"{"kty":"OKP","crv":"X25519","x":"AA"}"#).contains("Ed25519"));
+        assert!(jwk_refusal(r#"{"kty":"EC","crv":"P-256","x":"AAAA","y":"AAAA"}"#).contains("32 bytes"));
+        assert!(jwk_refusal(r#"{"kty":"OKP","crv":"Ed25519"}"#).contains("needs x"));
+        assert!(jwk_refusal(r#"{"crv":"Ed25519"}"#).contains("kty"));
+        assert!(jwk_refusal(r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#).contains("2048"));
+        assert!(jwk_refusal(r#"{"kty":"RSA","n":"!!","e":"AQAB"}"#).contains("base64url"));
+        assert!(jwk_refusal("[1]").contains("object"));
+        assert!(jwk_refusal("{").contains("JSON"));
+        let ed = |extra: &str| {
+            format!(
+                r#"{{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"{extra}}}"#
+            )
+        };
+        assert!(jwk_refusal(&ed(r#","use":"enc""#)).contains("sig"));
+        assert!(jwk_refusal(&ed(r#","alg":"ES256""#)).contains("alg"));
+        // A point off the curve.
+        let off = r#"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5aA"}"#;
+        assert!(jwk_refusal(off).contains("not a valid key"));
+        let neither = PublicKey::from_supplied("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5").expect_err("refused").0;
+        assert!(neither.contains("JWK"));
     }
 
     #[test]

@@ -46,8 +46,8 @@ pub const INSERT_APP: &str = "INSERT INTO apps \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)";
 pub const TOUCH_APP: &str = "UPDATE apps SET sequence = $2, changed_at = $3 WHERE id = $1";
 pub const INSERT_APP_KEY: &str = "INSERT INTO app_keys \
-    (id, org_id, project_id, app_id, key_type, expires_at, public_key, sequence, created_at, changed_at) \
-    SELECT $2, org_id, project_id, $1, $3, $4, $5, $6, $7, $7 FROM apps WHERE id = $1";
+    (id, org_id, project_id, app_id, key_type, expires_at, public_key, algorithm, supplied, sequence, created_at, \
+    changed_at) SELECT $2, org_id, project_id, $1, $3, $4, $5, $6, $7, $8, $9, $9 FROM apps WHERE id = $1";
 pub const DELETE_APP_KEY: &str = "DELETE FROM app_keys WHERE app_id = $1 AND id = $2";
 pub const DELETE_APP: [&str; 2] =
     ["DELETE FROM app_keys WHERE app_id = $1", "DELETE FROM apps WHERE id = $1"];
@@ -85,10 +85,9 @@ pub const APP: &str = "SELECT id, project_id, name, client_id, org_id, sequence,
 pub const APP_BY_NAME: &str = "SELECT id, project_id, name, client_id, org_id, sequence, created_at, \
     changed_at FROM apps WHERE project_id = $1 AND name = $2";
 pub const COUNT_APPS: &str = "SELECT COUNT(*) FROM apps WHERE org_id = $1 AND project_id = $2";
-// Reads of keys leave the public key out: the API never returns it, and it is most of a row's bytes.
-const APP_KEY_COLUMNS: &str = "id, app_id, key_type, expires_at, org_id, sequence, created_at, changed_at";
-pub const APP_KEY: &str = "SELECT id, app_id, key_type, expires_at, org_id, sequence, \
-    created_at, changed_at FROM app_keys WHERE org_id = $1 AND project_id = $2 AND app_id = $3 AND id = $4";
+const APP_KEY_COLUMNS: &str = "id, app_id, key_type, expires_at, public_key, algorithm, supplied, org_id, sequence, created_at, changed_at";
+pub const APP_KEY: &str = "SELECT id, app_id, key_type, expires_at, public_key, algorithm, supplied, org_id, \
+    sequence, created_at, changed_at FROM app_keys WHERE org_id = $1 AND project_id = $2 AND app_id = $3 AND id = $4";
 pub const PUBLIC_KEY: &str = "SELECT public_key FROM app_keys WHERE app_id = $1 AND id = $2";
 pub const COUNT_APP_KEYS: &str =
     "SELECT COUNT(*) FROM app_keys WHERE org_id = $1 AND project_id = $2 AND app_id = $3";
@@ -201,7 +200,8 @@ pub const SNAPSHOT: [&str; 7] = [
     "SELECT id || '|' || org_id || '|' || project_id || '|' || name || '|' || client_id || '|' || sequence \
      || '|' || created_at || '|' || changed_at FROM apps ORDER BY id",
     "SELECT id || '|' || org_id || '|' || project_id || '|' || app_id || '|' || key_type || '|' || expires_at \
-     || '|' || public_key || '|' || sequence || '|' || created_at || '|' || changed_at FROM app_keys ORDER BY id",
+     || '|' || public_key || '|' || algorithm || '|' || supplied || '|' || sequence || '|' || created_at || '|' \
+     || changed_at FROM app_keys ORDER BY id",
     "SELECT id || '|' || org_id || '|' || token_hash || '|' || role || '|' || created_at \
      FROM credentials ORDER BY id",
     "SELECT id || '|' || org_id || '|' || app_id || '|' || environment || '|' || status || '|' || prefix || '|' \
@@ -279,13 +279,22 @@ macro_rules! impl_event_store {
                                 .execute(&mut *conn)
                                 .await?;
                         }
-                        Change::InsertAppKey { key_id, key_type, expires_at, public_key } => {
+                        Change::InsertAppKey {
+                            key_id,
+                            key_type,
+                            expires_at,
+                            public_key,
+                            algorithm,
+                            supplied,
+                        } => {
                             sqlx::query(sql::INSERT_APP_KEY)
                                 .bind(id)
                                 .bind(key_id)
                                 .bind(key_type)
                                 .bind(expires_at)
                                 .bind(public_key)
+                                .bind(algorithm)
+                                .bind(supplied)
                                 .bind(seq)
                                 .bind(at)
                                 .execute(&mut *conn)

@@ -12,6 +12,7 @@ mod api_keys;
 mod app_keys;
 mod crash;
 mod errors;
+mod key_types;
 mod limits;
 mod outage;
 mod privileges;
