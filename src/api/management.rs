@@ -275,7 +275,7 @@ fn add_key_request(r: &AddAppKeyRequest) -> Result<(DomainKeyType, KeySpec), Sta
 /// A key as reads return it, with its public key as PEM and as a JWK.
 fn key_message(row: AppKeyRow) -> Result<Key, CryptoError> {
     // Every stored key was parsed when it was added; one that no longer parses is a fault, not the caller's.
-    let jwk = PublicKey::from_spki_pem(&row.public_key)?.to_jwk(&row.id);
+    let jwk = PublicKey::jwk_of_spki_pem(&row.public_key, &row.id)?;
     Ok(Key {
         details: convert::row(&row.details),
         r#type: row.key_type,

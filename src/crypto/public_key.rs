@@ -188,46 +188,7 @@ impl PublicKey {
 
     /// Reads a DER SubjectPublicKeyInfo (RFC 5280 §4.1.2.7) of an RSA, EC P-256 or Ed25519 key.
     pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, CryptoError> {
-        let spki = SubjectPublicKeyInfoRef::from_der(der)
-            .map_err(|_| CryptoError("the public key is not a valid DER SubjectPublicKeyInfo"))?;
-        let key_bits = spki
-            .subject_public_key
-            .as_bytes()
-            .ok_or(CryptoError("the public key's bit string is not whole bytes"))?;
-        let oid = spki.algorithm.oid;
-        let material = if oid == RSA_ENCRYPTION {
-            // RFC 3279 wants NULL parameters; some encoders omit them, which is harmless.
-            if spki.algorithm.parameters.is_some_and(|p| !p.is_null()) {
-                return Err(CryptoError("RSA public key parameters must be NULL"));
-            }
-            rsa_material(key_bits)?
-        } else if oid == EC_PUBLIC_KEY {
-            let curve = spki
-                .algorithm
-                .parameters_oid()
-                .map_err(|_| CryptoError("the EC public key does not name its curve"))?;
-            if curve != P256 {
-                return Err(CryptoError(
-                    "EC keys must be on the P-256 curve (ES256); other curves are not accepted",
-                ));
-            }
-            ec_p256_material(key_bits)?
-        } else if oid == ED25519 {
-            if spki.algorithm.parameters.is_some() {
-                return Err(CryptoError("Ed25519 public keys have no parameters"));
-            }
-            let x = <[u8; 32]>::try_from(key_bits)
-                .map_err(|_| CryptoError("an Ed25519 public key is 32 bytes"))?;
-            Material::Ed25519 { x: x.to_vec() }
-        } else if oid == RSASSA_PSS {
-            return Err(CryptoError(
-                "RSASSA-PSS-only keys (id-RSASSA-PSS) are not accepted: send the rsaEncryption form of the key",
-            ));
-        } else {
-            return Err(CryptoError(
-                "this key type is not accepted: keys are RSA (2048 to 8192 bits), EC P-256 or Ed25519",
-            ));
-        };
+        let material = Material::of_spki_der(der)?;
         let verifiers = material
             .jws_algorithms()
             .iter()
@@ -278,18 +239,15 @@ impl PublicKey {
 
     /// The public JWK (RFC 7517/7518/8037): kty, kid, alg where one alg fits, use "sig", and n/e, crv/x/y or crv/x.
     pub fn to_jwk(&self, kid: &str) -> Value {
-        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
-        match &self.material {
-            // RS256 and PS256 both fit an RSA key, so `alg` is left out (RFC 7517 §4.4: it is optional).
-            Material::Rsa { n, e } => json!({
-                "kty": "RSA", "kid": kid, "use": "sig", "n": b64(n), "e": b64(e),
-            }),
-            Material::EcP256 { x, y } => json!({
-                "kty": "EC", "kid": kid, "use": "sig", "alg": "ES256", "crv": "P-256", "x": b64(x), "y": b64(y),
-            }),
-            Material::Ed25519 { x } => json!({
-                "kty": "OKP", "kid": kid, "use": "sig", "alg": "EdDSA", "crv": "Ed25519", "x": b64(x),
-            }),
+        self.material.to_jwk(kid)
+    }
+
+    /// The public JWK of a stored SubjectPublicKeyInfo PEM, as [`PublicKey::to_jwk`] gives it, without preparing
+    /// the key for verification (for RSA, two aws-lc-rs key parses): reads show keys and verify nothing.
+    pub fn jwk_of_spki_pem(pem: &str, kid: &str) -> Result<Value, CryptoError> {
+        match decode_pem(pem)? {
+            ("PUBLIC KEY", der) => Ok(Material::of_spki_der(&der)?.to_jwk(kid)),
+            _ => Err(CryptoError("expected a PEM public key (-----BEGIN PUBLIC KEY-----)")),
         }
     }
 
@@ -315,11 +273,72 @@ impl fmt::Debug for PublicKey {
 }
 
 impl Material {
+    /// Reads the numbers of an RSA, EC P-256 or Ed25519 key from its DER SubjectPublicKeyInfo, checking what DER
+    /// shows (algorithm, curve, sizes); whether a point is on its curve is aws-lc-rs's to check.
+    fn of_spki_der(der: &[u8]) -> Result<Material, CryptoError> {
+        let spki = SubjectPublicKeyInfoRef::from_der(der)
+            .map_err(|_| CryptoError("the public key is not a valid DER SubjectPublicKeyInfo"))?;
+        let key_bits = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or(CryptoError("the public key's bit string is not whole bytes"))?;
+        let oid = spki.algorithm.oid;
+        if oid == RSA_ENCRYPTION {
+            // RFC 3279 wants NULL parameters; some encoders omit them, which is harmless.
+            if spki.algorithm.parameters.is_some_and(|p| !p.is_null()) {
+                return Err(CryptoError("RSA public key parameters must be NULL"));
+            }
+            rsa_material(key_bits)
+        } else if oid == EC_PUBLIC_KEY {
+            let curve = spki
+                .algorithm
+                .parameters_oid()
+                .map_err(|_| CryptoError("the EC public key does not name its curve"))?;
+            if curve != P256 {
+                return Err(CryptoError(
+                    "EC keys must be on the P-256 curve (ES256); other curves are not accepted",
+                ));
+            }
+            ec_p256_material(key_bits)
+        } else if oid == ED25519 {
+            if spki.algorithm.parameters.is_some() {
+                return Err(CryptoError("Ed25519 public keys have no parameters"));
+            }
+            let x = <[u8; 32]>::try_from(key_bits)
+                .map_err(|_| CryptoError("an Ed25519 public key is 32 bytes"))?;
+            Ok(Material::Ed25519 { x: x.to_vec() })
+        } else if oid == RSASSA_PSS {
+            Err(CryptoError(
+                "RSASSA-PSS-only keys (id-RSASSA-PSS) are not accepted: send the rsaEncryption form of the key",
+            ))
+        } else {
+            Err(CryptoError(
+                "this key type is not accepted: keys are RSA (2048 to 8192 bits), EC P-256 or Ed25519",
+            ))
+        }
+    }
+
     fn jws_algorithms(&self) -> &'static [&'static str] {
         match self {
             Material::Rsa { .. } => RSA_ALGORITHMS,
             Material::EcP256 { .. } => ES256_ALGORITHMS,
             Material::Ed25519 { .. } => EDDSA_ALGORITHMS,
+        }
+    }
+
+    fn to_jwk(&self, kid: &str) -> Value {
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        match self {
+            // RS256 and PS256 both fit an RSA key, so `alg` is left out (RFC 7517 §4.4: it is optional).
+            Material::Rsa { n, e } => json!({
+                "kty": "RSA", "kid": kid, "use": "sig", "n": b64(n), "e": b64(e),
+            }),
+            Material::EcP256 { x, y } => json!({
+                "kty": "EC", "kid": kid, "use": "sig", "alg": "ES256", "crv": "P-256", "x": b64(x), "y": b64(y),
+            }),
+            Material::Ed25519 { x } => json!({
+                "kty": "OKP", "kid": kid, "use": "sig", "alg": "EdDSA", "crv": "Ed25519", "x": b64(x),
+            }),
         }
     }
 }
@@ -751,6 +770,24 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEf83OJ3D2xF1Bg8vub9tLe1gHMzV7
         assert!(jwk_refusal(off).contains("not a valid key"));
         let neither = PublicKey::from_supplied("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5").expect_err("refused").0;
         assert!(neither.contains("JWK"));
+    }
+
+    #[test]
+    fn the_jwk_of_a_stored_pem_is_the_parsed_keys() {
+        let keymint_rsa = KeymintRsaKeyPair::generate(RsaBits::Rsa2048).unwrap();
+        let ec = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let ed = Ed25519KeyPair::generate().unwrap();
+        for stored in [
+            keymint_rsa.public_spki_pem().to_owned(),
+            pem(ec.public_key().as_der().unwrap().as_ref()),
+            pem(ed.public_key().as_der().unwrap().as_ref()),
+        ] {
+            let parsed = PublicKey::from_spki_pem(&stored).unwrap().to_jwk("7");
+            assert_eq!(PublicKey::jwk_of_spki_pem(&stored, "7").unwrap(), parsed);
+        }
+        assert!(
+            PublicKey::jwk_of_spki_pem(RFC7517_RSA_PEM.replace("PUBLIC", "PRIVATE").as_str(), "7").is_err()
+        );
     }
 
     #[test]

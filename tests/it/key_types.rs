@@ -3,7 +3,7 @@
 //! private key reaches the database.
 
 use aws_lc_rs::{
-    encoding::AsDer,
+    encoding::{AsBigEndian, AsDer},
     rand::SystemRandom,
     rsa::{KeyPair as RsaKeyPair, KeySize},
     signature::{
@@ -407,12 +407,18 @@ async fn no_private_key_is_stored(db: Db) {
             client.add_app_key(server.req(request(&project_id, &app_id, algorithm))).await.expect("add");
         let file: KeyFile = serde_json::from_slice(&added.into_inner().key_details).expect("key file");
         let (_, der) = decode_vec(file.key.as_bytes()).expect("PEM");
-        // The private scalar or seed sits at the end of a curve key's PKCS#8; any 24 bytes of it, in any of
-        // the encodings a store might use, must be absent.
+        // The private scalar or seed (for RSA: the tail of the last CRT coefficient, the end of its PKCS#1);
+        // any 24 bytes of it, in any of the encodings a store might use, must be absent.
         let secret = match algorithm {
-            KeyAlgorithm::Ed25519 => der[der.len() - 32..].to_vec(),
-            KeyAlgorithm::EcP256 => der[36..68].to_vec(),
-            _ => der[der.len() - 160..der.len() - 136].to_vec(),
+            KeyAlgorithm::Ed25519 => {
+                let pair = Ed25519KeyPair::from_pkcs8(&der).expect("PKCS#8");
+                pair.seed().expect("seed").as_be_bytes().expect("bytes").as_ref().to_vec()
+            }
+            KeyAlgorithm::EcP256 => {
+                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).expect("PKCS#8");
+                pair.private_key().as_be_bytes().expect("bytes").as_ref().to_vec()
+            }
+            _ => der[der.len() - 24..].to_vec(),
         };
         let piece = &secret[..24];
         needles.push(URL_SAFE_NO_PAD.encode(piece));
