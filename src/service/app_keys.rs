@@ -19,8 +19,7 @@ use crate::{
 
 use super::{Caller, ListView, Result, Services, Written, apps::app_target, page};
 
-/// Where a new key comes from.
-#[derive(Debug, Clone)]
+/// Where a new key comes from. No Debug: a caller may send a private key as `public_key` by mistake.
 pub enum KeySpec {
     /// keymint generates the pair: RSA of `bits` (None: the server's default size), EC P-256 or Ed25519.
     Generate { algorithm: KeyAlgorithm, bits: Option<RsaBits> },
