@@ -17,30 +17,10 @@ use keymint::api::pb::keymint::management::v1::{
     AddAppKeyRequest, GetAppKeyRequest, Key, KeyAlgorithm, ListAppKeysRequest,
 };
 use pkcs8::der::pem::{LineEnding, decode_vec, encode_string};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::helpers::{self, Db, TestServer, error_of, key_request, on_both_databases};
-
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct Claims {
-    iss: String,
-    sub: String,
-    aud: String,
-    exp: u64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct KeyFile {
-    #[serde(rename = "type")]
-    kind: String,
-    key_id: String,
-    key: String,
-    app_id: String,
-    client_id: String,
-}
+use crate::helpers::{self, Claims, Db, KeyFile, TestServer, error_of, key_request, on_both_databases};
 
 /// google.protobuf.Struct back to the JSON it shows in the JSON mapping.
 fn json_of(s: &prost_types::Struct) -> Value {
