@@ -24,6 +24,8 @@ const SECRET_MESSAGES: &[&str] = &[
     "keymint.apikeys.v1.RollApiKeyResponse",
     "keymint.apikeys.v1.VerifyApiKeyRequest",
     "keymint.management.v1.AddAppKeyResponse",
+    // Its public_key is public, unless a caller pastes a private key there by mistake (which is refused).
+    "keymint.management.v1.AddAppKeyRequest",
 ];
 
 /// `FieldDescriptorProto.label` and `.type` values (descriptor.proto).

@@ -50,7 +50,12 @@ pub fn list<T>(view: &ListView<T>) -> Option<ListDetails> {
 
 /// JSON to google.protobuf.Struct, for event payloads in change lists.
 pub fn json_struct(json: &str) -> Option<prost_types::Struct> {
-    match serde_json::from_str::<serde_json::Value>(json).ok()? {
+    json_value_struct(serde_json::from_str(json).ok()?)
+}
+
+/// A JSON object as google.protobuf.Struct; None for any other JSON value.
+pub fn json_value_struct(json: serde_json::Value) -> Option<prost_types::Struct> {
+    match json {
         serde_json::Value::Object(map) => Some(struct_of(map)),
         _ => None,
     }

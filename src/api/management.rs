@@ -5,9 +5,14 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    crypto::keygen::RsaBits,
-    domain::{DomainError, Timestamp, events::KeyType as DomainKeyType, principal::Scope},
-    service::Services,
+    crypto::{CryptoError, keygen::RsaBits, public_key::PublicKey},
+    domain::{
+        Timestamp,
+        events::{KeyAlgorithm as DomainKeyAlgorithm, KeyType as DomainKeyType},
+        principal::Scope,
+        validate::Violations,
+    },
+    service::{Services, app_keys::KeySpec},
     store::{AppKeyRow, AppRow, EventRange, ProjectRow, RecordedEvent},
 };
 
@@ -17,7 +22,7 @@ use super::{
     pb::keymint::management::v1::{
         AddApiAppRequest, AddApiAppResponse, AddAppKeyRequest, AddAppKeyResponse, AddProjectRequest,
         AddProjectResponse, App, Change, GetAppByIdRequest, GetAppByIdResponse, GetAppKeyRequest,
-        GetAppKeyResponse, GetProjectByIdRequest, GetProjectByIdResponse, Key, KeyType,
+        GetAppKeyResponse, GetProjectByIdRequest, GetProjectByIdResponse, Key, KeyAlgorithm, KeyType,
         ListAppChangesRequest, ListAppChangesResponse, ListAppKeysRequest, ListAppKeysResponse,
         ListAppsRequest, ListAppsResponse, ListProjectsRequest, ListProjectsResponse, Project,
         RemoveAppKeyRequest, RemoveAppKeyResponse, RemoveAppRequest, RemoveAppResponse, RemoveProjectRequest,
@@ -135,21 +140,7 @@ impl ManagementService for Management {
         let caller = auth::caller(&self.services, &request, Scope::KeysWrite).await?;
         let r = request.get_ref();
         validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
-        let key_type = match KeyType::try_from(r.r#type) {
-            Ok(KeyType::Json) => DomainKeyType::Json,
-            _ => {
-                return Err(status(
-                    DomainError::invalid("type", "must be KEY_TYPE_JSON, the only key type keymint issues")
-                        .into(),
-                ));
-            }
-        };
-        let bits = match r.key_size {
-            0 => None,
-            bits => Some(RsaBits::from_bits(bits).ok_or_else(|| {
-                status(DomainError::invalid("key_size", "must be 0 (the default), 2048, 3072 or 4096").into())
-            })?),
-        };
+        let (key_type, spec) = add_key_request(r)?;
         let expiration = r
             .expiration_date
             .as_ref()
@@ -158,7 +149,7 @@ impl ManagementService for Management {
             .or_status()?;
         let added = self
             .services
-            .add_app_key(&caller, &r.project_id, &r.app_id, key_type, bits, expiration)
+            .add_app_key(&caller, &r.project_id, &r.app_id, key_type, spec, expiration)
             .await
             .or_status()?;
         Ok(Response::new(AddAppKeyResponse {
@@ -177,7 +168,7 @@ impl ManagementService for Management {
         let r = request.get_ref();
         validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id), ("key_id", &r.key_id)])?;
         let key = self.services.app_key(&caller, &r.project_id, &r.app_id, &r.key_id).await.or_status()?;
-        Ok(Response::new(GetAppKeyResponse { key: Some(key_message(key)) }))
+        Ok(Response::new(GetAppKeyResponse { key: Some(key_message(key).or_status()?) }))
     }
 
     async fn list_app_keys(
@@ -195,7 +186,7 @@ impl ManagementService for Management {
             .or_status()?;
         Ok(Response::new(ListAppKeysResponse {
             details: convert::list(&view),
-            result: view.items.into_iter().map(key_message).collect(),
+            result: view.items.into_iter().map(key_message).collect::<Result<_, _>>().or_status()?,
         }))
     }
 
@@ -239,13 +230,62 @@ fn app_message(row: AppRow) -> App {
     }
 }
 
-fn key_message(row: AppKeyRow) -> Key {
-    Key {
+/// The request's key type and where its key comes from; every invalid field is reported at once.
+fn add_key_request(r: &AddAppKeyRequest) -> Result<(DomainKeyType, KeySpec), Status> {
+    let mut violations = Violations::new();
+    if KeyType::try_from(r.r#type) != Ok(KeyType::Json) {
+        violations.add("type", "must be KEY_TYPE_JSON, the only key type keymint issues");
+    }
+    let algorithm = match KeyAlgorithm::try_from(r.algorithm) {
+        Ok(KeyAlgorithm::Unspecified) => None,
+        Ok(KeyAlgorithm::Rsa) => Some(DomainKeyAlgorithm::Rsa),
+        Ok(KeyAlgorithm::EcP256) => Some(DomainKeyAlgorithm::EcP256),
+        Ok(KeyAlgorithm::Ed25519) => Some(DomainKeyAlgorithm::Ed25519),
+        Err(_) => {
+            violations.add(
+                "algorithm",
+                "must be KEY_ALGORITHM_RSA (or unspecified), KEY_ALGORITHM_EC_P256 or KEY_ALGORITHM_ED25519",
+            );
+            None
+        }
+    };
+    let supplied = !r.public_key.is_empty();
+    let mut bits = None;
+    if r.key_size != 0 {
+        if supplied {
+            violations.add("key_size", "must be 0 with public_key: a supplied key has its own size");
+        } else if algorithm.is_some_and(|a| a != DomainKeyAlgorithm::Rsa) {
+            violations.add("key_size", "applies to RSA keys only: leave it 0 for EC P-256 and Ed25519 keys");
+        } else {
+            bits = RsaBits::from_bits(r.key_size);
+            if bits.is_none() {
+                violations.add("key_size", "must be 0 (the default), 2048, 3072 or 4096");
+            }
+        }
+    }
+    violations.into_result().map_err(|e| status(e.into()))?;
+    let spec = if supplied {
+        KeySpec::Supplied { public_key: r.public_key.clone(), algorithm }
+    } else {
+        KeySpec::Generate { algorithm: algorithm.unwrap_or(DomainKeyAlgorithm::Rsa), bits }
+    };
+    Ok((DomainKeyType::Json, spec))
+}
+
+/// A key as reads return it, with its public key as PEM and as a JWK.
+fn key_message(row: AppKeyRow) -> Result<Key, CryptoError> {
+    // Every stored key was parsed when it was added; one that no longer parses is a fault, not the caller's.
+    let jwk = PublicKey::jwk_of_spki_pem(&row.public_key, &row.id)?;
+    Ok(Key {
         details: convert::row(&row.details),
-        id: row.id,
         r#type: row.key_type,
         expiration_date: Some(convert::timestamp(Timestamp(row.expires_at))),
-    }
+        algorithm: row.algorithm,
+        public_key_jwk: convert::json_value_struct(jwk),
+        public_key_pem: row.public_key,
+        supplied: row.supplied,
+        id: row.id,
+    })
 }
 
 fn change_message(event: RecordedEvent) -> Change {

@@ -5,7 +5,7 @@ use std::fmt;
 
 use super::pb::keymint::{
     apikeys::v1::{CreateApiKeyResponse, RollApiKeyResponse, VerifyApiKeyRequest},
-    management::v1::AddAppKeyResponse,
+    management::v1::{AddAppKeyRequest, AddAppKeyResponse},
 };
 
 const REDACTED: &str = "[redacted]";
@@ -52,6 +52,22 @@ impl fmt::Debug for AddAppKeyResponse {
     }
 }
 
+/// `public_key` should hold a public key, but a caller may paste a private one there: it is refused, and never
+/// printed.
+impl fmt::Debug for AddAppKeyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AddAppKeyRequest")
+            .field("project_id", &self.project_id)
+            .field("app_id", &self.app_id)
+            .field("type", &self.r#type)
+            .field("expiration_date", &self.expiration_date)
+            .field("key_size", &self.key_size)
+            .field("algorithm", &self.algorithm)
+            .field("public_key", &REDACTED)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +83,7 @@ mod tests {
                 "{:?}",
                 AddAppKeyResponse { key_details: secret.clone().into_bytes(), ..Default::default() }
             ),
+            format!("{:?}", AddAppKeyRequest { public_key: secret.clone(), ..Default::default() }),
         ];
         for line in printed {
             assert!(!line.contains("5ecretBody") && line.contains(REDACTED), "{line}");

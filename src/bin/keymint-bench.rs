@@ -31,7 +31,11 @@ use keymint::{
         keygen::{RsaBits, RsaKeyPair},
         secret::new_secret,
     },
-    domain::{AggregateType, Event, events::KeyType as EventKeyType, time::Clock},
+    domain::{
+        AggregateType, Event,
+        events::{KeyAlgorithm, KeyType as EventKeyType},
+        time::Clock,
+    },
     store::Append,
 };
 use tonic::{Request, metadata::MetadataValue, transport::Channel};
@@ -664,6 +668,8 @@ async fn seed(running: &Running, target: &Target, n: usize) -> BenchResult<Vec<S
                     key_type: EventKeyType::Json,
                     expiration: keymint::domain::Timestamp::NEVER.micros(),
                     public_key: public_key.clone(),
+                    algorithm: KeyAlgorithm::Rsa,
+                    supplied: false,
                 }
             })
             .collect();

@@ -17,14 +17,15 @@ struct KeyFile<'a> {
     client_id: &'a str,
 }
 
-/// Writes the key file for one application key. The bytes hold the private key, so they are wiped when dropped.
+/// Writes the key file for one application key, around its private key PEM (PKCS#1 for RSA, PKCS#8 for EC P-256
+/// and Ed25519). The bytes hold the private key, so they are wiped when dropped.
 pub fn application_key_file(
     key_id: &str,
-    private_pkcs1_pem: &str,
+    private_key_pem: &str,
     app_id: &str,
     client_id: &str,
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    let file = KeyFile { kind: "application", key_id, key: private_pkcs1_pem, app_id, client_id };
+    let file = KeyFile { kind: "application", key_id, key: private_key_pem, app_id, client_id };
     serde_json::to_vec(&file).map(Zeroizing::new).map_err(|_| CryptoError("writing the key file"))
 }
 

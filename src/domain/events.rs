@@ -33,6 +33,16 @@ pub enum KeyType {
     Json,
 }
 
+/// The algorithm of an application key. Events written before keys had a choice carry none: those keys are RSA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyAlgorithm {
+    #[default]
+    Rsa,
+    EcP256,
+    Ed25519,
+}
+
 /// What a credential may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -79,6 +89,10 @@ pub enum Event {
         expiration: i64,
         /// SubjectPublicKeyInfo PEM.
         public_key: String,
+        algorithm: KeyAlgorithm,
+        /// Whether the caller supplied the public key (keymint never had the private key) rather than keymint
+        /// generating the pair.
+        supplied: bool,
     },
     AppKeyRemoved {
         key_id: String,
@@ -112,7 +126,7 @@ pub enum Event {
 
 // The stored JSON of each event, one struct per event type; field names are part of the stored format.
 mod payload {
-    use super::{CredentialRole, KeyType, Origin, SecretRef, Settings};
+    use super::{CredentialRole, KeyAlgorithm, KeyType, Origin, SecretRef, Settings};
     use serde::{Deserialize, Serialize};
 
     #[derive(Serialize, Deserialize)]
@@ -164,6 +178,11 @@ mod payload {
         pub key_type: KeyType,
         pub expiration_micros: i64,
         pub public_key: String,
+        // Absent from events written before keys had an algorithm choice: they are RSA keys keymint generated.
+        #[serde(default)]
+        pub algorithm: KeyAlgorithm,
+        #[serde(default)]
+        pub supplied: bool,
     }
 
     #[derive(Serialize, Deserialize)]
@@ -226,12 +245,14 @@ impl Event {
             Event::AppAdded { project_id, name, client_id } => {
                 serde_json::to_string(&payload::AppAdded { project_id, name, client_id })
             }
-            Event::AppKeyAdded { key_id, key_type, expiration, public_key } => {
+            Event::AppKeyAdded { key_id, key_type, expiration, public_key, algorithm, supplied } => {
                 serde_json::to_string(&payload::AppKeyAdded {
                     key_id,
                     key_type,
                     expiration_micros: expiration,
                     public_key,
+                    algorithm,
+                    supplied,
                 })
             }
             Event::AppKeyRemoved { key_id } => serde_json::to_string(&payload::KeyRef { key_id }),
@@ -275,6 +296,8 @@ impl Event {
                 key_type: p.key_type,
                 expiration: p.expiration_micros,
                 public_key: p.public_key,
+                algorithm: p.algorithm,
+                supplied: p.supplied,
             }),
             "app.key.removed" => {
                 parse::<payload::KeyRef>(payload).map(|p| Event::AppKeyRemoved { key_id: p.key_id })
@@ -318,6 +341,8 @@ mod tests {
                 key_type: KeyType::Json,
                 expiration: 42,
                 public_key: "-----BEGIN PUBLIC KEY-----".into(),
+                algorithm: KeyAlgorithm::Ed25519,
+                supplied: true,
             },
             Event::AppKeyRemoved { key_id: "3".into() },
             Event::AppRemoved { project_id: "1".into() },
@@ -358,6 +383,34 @@ mod tests {
             let decoded = Event::decode(event.event_type(), Event::VERSION, &event.to_payload());
             assert_eq!(decoded.ok(), Some(event));
         }
+    }
+
+    /// Keys added before the algorithm choice were RSA keys keymint generated; their stored events say nothing
+    /// of either.
+    #[test]
+    fn key_events_written_before_the_algorithm_choice_read_as_generated_rsa() {
+        let stored = r#"{"keyId":"3","type":"json","expirationMicros":42,"publicKey":"pem"}"#;
+        assert_eq!(
+            Event::decode("app.key.added", 1, stored).ok(),
+            Some(Event::AppKeyAdded {
+                key_id: "3".into(),
+                key_type: KeyType::Json,
+                expiration: 42,
+                public_key: "pem".into(),
+                algorithm: KeyAlgorithm::Rsa,
+                supplied: false,
+            })
+        );
+        let written = Event::AppKeyAdded {
+            key_id: "3".into(),
+            key_type: KeyType::Json,
+            expiration: 42,
+            public_key: "pem".into(),
+            algorithm: KeyAlgorithm::EcP256,
+            supplied: false,
+        }
+        .to_payload();
+        assert!(written.contains(r#""algorithm":"ec_p256","supplied":false"#), "{written}");
     }
 
     #[test]

@@ -77,6 +77,9 @@ mod tests {
             app_id: app.into(),
             key_type: 1,
             expires_at: 0,
+            public_key: String::new(),
+            algorithm: 1,
+            supplied: false,
             details: RowDetails { org_id: "o".into(), sequence: 2, created_at: 1, changed_at: 1 },
         }
     }

@@ -205,6 +205,11 @@ pub struct AppKeyRow {
     pub app_id: String,
     pub key_type: i32,
     pub expires_at: i64,
+    /// SubjectPublicKeyInfo PEM.
+    pub public_key: String,
+    /// The API's KeyAlgorithm number.
+    pub algorithm: i32,
+    pub supplied: bool,
     #[sqlx(flatten)]
     pub details: RowDetails,
 }

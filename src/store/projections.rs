@@ -1,7 +1,10 @@
 //! How each event changes the read models: a pure mapping from events to row changes, which each store executes
 //! with its own connection inside the append transaction (and again, in order, when the models are rebuilt).
 
-use crate::domain::{Event, events::KeyType};
+use crate::domain::{
+    Event,
+    events::{KeyAlgorithm, KeyType},
+};
 
 use super::{RecordedEvent, StoreError};
 
@@ -34,6 +37,8 @@ pub enum Change {
         key_type: i32,
         expires_at: i64,
         public_key: String,
+        algorithm: i32,
+        supplied: bool,
     },
     DeleteAppKey {
         key_id: String,
@@ -79,12 +84,14 @@ pub fn changes_of(recorded: &RecordedEvent) -> Result<Vec<Change>, StoreError> {
         Event::AppAdded { project_id, name, client_id } => {
             vec![Change::InsertApp { project_id, name, client_id }]
         }
-        Event::AppKeyAdded { key_id, key_type, expiration, public_key } => vec![
+        Event::AppKeyAdded { key_id, key_type, expiration, public_key, algorithm, supplied } => vec![
             Change::InsertAppKey {
                 key_id,
                 key_type: key_type_number(key_type),
                 expires_at: expiration,
                 public_key,
+                algorithm: key_algorithm_number(algorithm),
+                supplied,
             },
             Change::TouchApp { keys_added: 1 },
         ],
@@ -128,5 +135,14 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 pub fn key_type_number(key_type: KeyType) -> i32 {
     match key_type {
         KeyType::Json => 1,
+    }
+}
+
+/// Key algorithms as the read model stores them: the API's enum numbers.
+pub fn key_algorithm_number(algorithm: KeyAlgorithm) -> i32 {
+    match algorithm {
+        KeyAlgorithm::Rsa => 1,
+        KeyAlgorithm::EcP256 => 2,
+        KeyAlgorithm::Ed25519 => 3,
     }
 }

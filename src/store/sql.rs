@@ -52,8 +52,8 @@ pub const COUNT_APP_IN_PROJECT: &str = "UPDATE projects SET app_count = app_coun
 pub const TOUCH_APP: &str =
     "UPDATE apps SET sequence = $2, changed_at = $3, key_count = key_count + $4 WHERE id = $1";
 pub const INSERT_APP_KEY: &str = "INSERT INTO app_keys \
-    (id, org_id, project_id, app_id, key_type, expires_at, public_key, sequence, created_at, changed_at) \
-    SELECT $2, org_id, project_id, $1, $3, $4, $5, $6, $7, $7 FROM apps WHERE id = $1";
+    (id, org_id, project_id, app_id, key_type, expires_at, public_key, algorithm, supplied, sequence, created_at, \
+    changed_at) SELECT $2, org_id, project_id, $1, $3, $4, $5, $6, $7, $8, $9, $9 FROM apps WHERE id = $1";
 pub const DELETE_APP_KEY: &str = "DELETE FROM app_keys WHERE app_id = $1 AND id = $2";
 pub const DELETE_APP: [&str; 3] = [
     "UPDATE projects SET app_count = app_count - 1 WHERE id = (SELECT project_id FROM apps WHERE id = $1)",
@@ -95,10 +95,9 @@ pub const APP: &str = "SELECT id, project_id, name, client_id, org_id, sequence,
 pub const APP_BY_NAME: &str = "SELECT id, project_id, name, client_id, org_id, sequence, created_at, \
     changed_at FROM apps WHERE project_id = $1 AND name = $2";
 pub const COUNT_APPS: &str = "SELECT app_count FROM projects WHERE org_id = $1 AND id = $2";
-// Reads of keys leave the public key out: the API never returns it, and it is most of a row's bytes.
-const APP_KEY_COLUMNS: &str = "id, app_id, key_type, expires_at, org_id, sequence, created_at, changed_at";
-pub const APP_KEY: &str = "SELECT id, app_id, key_type, expires_at, org_id, sequence, \
-    created_at, changed_at FROM app_keys WHERE org_id = $1 AND project_id = $2 AND app_id = $3 AND id = $4";
+const APP_KEY_COLUMNS: &str = "id, app_id, key_type, expires_at, public_key, algorithm, supplied, org_id, sequence, created_at, changed_at";
+pub const APP_KEY: &str = "SELECT id, app_id, key_type, expires_at, public_key, algorithm, supplied, org_id, \
+    sequence, created_at, changed_at FROM app_keys WHERE org_id = $1 AND project_id = $2 AND app_id = $3 AND id = $4";
 pub const PUBLIC_KEY: &str = "SELECT public_key FROM app_keys WHERE app_id = $1 AND id = $2";
 pub const COUNT_APP_KEYS: &str =
     "SELECT key_count FROM apps WHERE org_id = $1 AND project_id = $2 AND id = $3";
@@ -288,7 +287,8 @@ pub const SNAPSHOT: [&str; 7] = [
     "SELECT id || '|' || org_id || '|' || project_id || '|' || name || '|' || client_id || '|' || sequence \
      || '|' || created_at || '|' || changed_at || '|' || key_count FROM apps ORDER BY id",
     "SELECT id || '|' || org_id || '|' || project_id || '|' || app_id || '|' || key_type || '|' || expires_at \
-     || '|' || public_key || '|' || sequence || '|' || created_at || '|' || changed_at FROM app_keys ORDER BY id",
+     || '|' || public_key || '|' || algorithm || '|' || supplied || '|' || sequence || '|' || created_at || '|' \
+     || changed_at FROM app_keys ORDER BY id",
     "SELECT id || '|' || org_id || '|' || token_hash || '|' || role || '|' || created_at \
      FROM credentials ORDER BY id",
     "SELECT id || '|' || org_id || '|' || app_id || '|' || environment || '|' || status || '|' || prefix || '|' \
@@ -372,13 +372,22 @@ macro_rules! impl_event_store {
                                 .execute(&mut *conn)
                                 .await?;
                         }
-                        Change::InsertAppKey { key_id, key_type, expires_at, public_key } => {
+                        Change::InsertAppKey {
+                            key_id,
+                            key_type,
+                            expires_at,
+                            public_key,
+                            algorithm,
+                            supplied,
+                        } => {
                             sqlx::query(sql::INSERT_APP_KEY)
                                 .bind(id)
                                 .bind(key_id)
                                 .bind(key_type)
                                 .bind(expires_at)
                                 .bind(public_key)
+                                .bind(algorithm)
+                                .bind(supplied)
                                 .bind(seq)
                                 .bind(at)
                                 .execute(&mut *conn)

@@ -13,32 +13,12 @@ use keymint::api::pb::keymint::{
     },
     v1::{ChangeQuery, ListQuery},
 };
-use serde::{Deserialize, Serialize};
 use tonic::Code;
 
-use crate::helpers::{Db, TestServer, key_request, on_both_databases};
+use crate::helpers::{Claims, Db, KeyFile, TestServer, key_request, on_both_databases};
 
 /// 9999-12-31T23:59:59Z: the expiration of a key requested without one.
 const NEVER_SECONDS: i64 = 253_402_300_799;
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct KeyFile {
-    #[serde(rename = "type")]
-    kind: String,
-    key_id: String,
-    key: String,
-    app_id: String,
-    client_id: String,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct Claims {
-    iss: String,
-    sub: String,
-    aud: String,
-    exp: u64,
-}
 
 on_both_databases!(issue_read_list_remove_and_audit_a_key, issue_read_list_remove_and_audit_a_key);
 async fn issue_read_list_remove_and_audit_a_key(db: Db) {

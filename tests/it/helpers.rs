@@ -341,3 +341,24 @@ pub async fn dump_every_table(url: Option<&str>, data_dir: &std::path::Path) -> 
     }
     dump
 }
+
+/// The application key file (`keyDetails`), field for field: an unknown field fails the parse.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyFile {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub key_id: String,
+    pub key: String,
+    pub app_id: String,
+    pub client_id: String,
+}
+
+/// The claims of the JWTs the tests sign with application keys.
+#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: u64,
+}

@@ -13,6 +13,7 @@ mod app_keys;
 mod bounded_caches;
 mod crash;
 mod errors;
+mod key_types;
 mod limits;
 mod outage;
 mod privileges;

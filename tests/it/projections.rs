@@ -3,11 +3,15 @@
 
 use keymint::api::pb::keymint::{
     apikeys::v1::{DeleteApiKeyRequest, RollApiKeyRequest, UpdateApiKeyRequest},
-    management::v1::{RemoveAppKeyRequest, RemoveAppRequest},
+    management::v1::{AddAppKeyRequest, KeyAlgorithm, RemoveAppKeyRequest, RemoveAppRequest},
 };
 use sqlx::Connection;
 
 use crate::helpers::{self, Db, TestServer, key_request, on_both_databases};
+
+/// The public key of RFC 8037 §A.2, as a caller would supply it.
+const SUPPLIED_JWK: &str =
+    r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
 
 /// Issues keys, removes some, removes an app, and creates, updates, rolls and deletes API keys: a store with every
 /// kind of event. Returns the key files and every API-key secret issued.
@@ -26,6 +30,13 @@ async fn populate(server: &TestServer) -> (Vec<Vec<u8>>, Vec<String>) {
             key_ids.push(added.id);
             key_files.push(added.key_details);
         }
+        // Keys of the other algorithms, one generated and one supplied, whose key files are not needed here.
+        let ec =
+            AddAppKeyRequest { algorithm: KeyAlgorithm::EcP256 as i32, ..key_request(&project_id, &app_id) };
+        client.add_app_key(server.req(ec)).await.expect("add EC key");
+        let supplied =
+            AddAppKeyRequest { public_key: SUPPLIED_JWK.into(), ..key_request(&project_id, &app_id) };
+        client.add_app_key(server.req(supplied)).await.expect("add supplied key");
         let remove = RemoveAppKeyRequest {
             project_id: project_id.clone(),
             app_id: app_id.clone(),

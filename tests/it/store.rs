@@ -6,7 +6,7 @@ use keymint::{
     domain::{
         AggregateType, Event, Timestamp,
         api_key::{Origin, SecretRef, Settings},
-        events::{CredentialRole, KeyType},
+        events::{CredentialRole, KeyAlgorithm, KeyType},
     },
     store::{
         ApiKeyCursor, ApiKeyQuery, Append, CredentialRow, EventRange, EventStore, Listed, Page,
@@ -69,6 +69,8 @@ fn key_added(key_id: &str) -> Event {
         key_type: KeyType::Json,
         expiration: KEY_EXPIRES,
         public_key: public_key(key_id),
+        algorithm: KeyAlgorithm::Rsa,
+        supplied: false,
     }
 }
 
