@@ -42,9 +42,9 @@ pub use keys::KeySource;
 const MAX_ATTEMPTS: u32 = 5;
 /// Default and largest page of a list.
 pub const DEFAULT_LIMIT: u32 = 100;
+pub const MAX_LIMIT: u32 = 1000;
 /// Entries each in-memory read model holds unless configured otherwise (`--cache-capacity`).
 pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
-pub const MAX_LIMIT: u32 = 1000;
 
 /// Everything the use cases need, shared by all requests.
 pub struct Services {

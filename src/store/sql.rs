@@ -250,32 +250,54 @@ pub const LEASE_QUOTA: &str = concat!(
     " RETURNING granted, day, used"
 );
 
-/// A page of a list query: `LIMIT $n OFFSET $n+1` after the filter's own parameters.
-pub fn list(columns: &str, table: &str, filter: &str, asc: bool) -> String {
+/// A page of a list query: `LIMIT $n OFFSET $n+1` after the filter's own parameters, each row carrying the
+/// total (`count`, over the same parameters) as `list_total`. The total is an uncorrelated subquery, which both
+/// databases evaluate once per query: page and total in one round trip.
+pub fn list(columns: &str, count: &str, table: &str, filter: &str, asc: bool) -> String {
     let order = if asc { "ASC" } else { "DESC" };
     let params = filter.matches('$').count();
     format!(
-        "SELECT {columns} FROM {table} {filter} ORDER BY created_at {order}, id {order} \
-         LIMIT ${} OFFSET ${}",
+        "SELECT {columns}, ({count}) AS list_total FROM {table} {filter} \
+         ORDER BY created_at {order}, id {order} LIMIT ${} OFFSET ${}",
         params + 1,
         params + 2
     )
 }
 
 pub fn list_orgs(asc: bool) -> String {
-    list(ORG_COLUMNS, "orgs", "", asc)
+    list(ORG_COLUMNS, COUNT_ORGS, "orgs", "", asc)
 }
 
 pub fn list_projects(asc: bool) -> String {
-    list("id, name, org_id, sequence, created_at, changed_at", "projects", "WHERE org_id = $1", asc)
+    let columns = "id, name, org_id, sequence, created_at, changed_at";
+    list(columns, COUNT_PROJECTS, "projects", "WHERE org_id = $1", asc)
 }
 
 pub fn list_apps(asc: bool) -> String {
-    list(APP_COLUMNS, "apps", "WHERE org_id = $1 AND project_id = $2", asc)
+    list(APP_COLUMNS, COUNT_APPS, "apps", "WHERE org_id = $1 AND project_id = $2", asc)
 }
 
 pub fn list_app_keys(asc: bool) -> String {
-    list(APP_KEY_COLUMNS, "app_keys", "WHERE org_id = $1 AND project_id = $2 AND app_id = $3", asc)
+    let filter = "WHERE org_id = $1 AND project_id = $2 AND app_id = $3";
+    list(APP_KEY_COLUMNS, COUNT_APP_KEYS, "app_keys", filter, asc)
+}
+
+/// A row of a page with the list's total beside it.
+pub struct Counted<T> {
+    pub item: T,
+    pub total: i64,
+}
+
+impl<'r, R, T> sqlx::FromRow<'r, R> for Counted<T>
+where
+    R: sqlx::Row,
+    T: sqlx::FromRow<'r, R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(Counted { item: T::from_row(row)?, total: row.try_get("list_total")? })
+    }
 }
 
 /// Every row of each read model as one line of text, for comparing live and rebuilt models.
@@ -572,21 +594,29 @@ macro_rules! impl_event_store {
             where
                 T: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin,
             {
-                let mut items = sqlx::query_as::<_, T>(sqlx::AssertSqlSafe(query));
-                let mut total = sqlx::query_scalar::<_, i64>(count);
+                let mut rows =
+                    sqlx::query_as::<_, $crate::store::sql::Counted<T>>(sqlx::AssertSqlSafe(query));
                 for value in filter {
-                    items = items.bind(*value);
-                    total = total.bind(*value);
+                    rows = rows.bind(*value);
                 }
-                // One connection for both: one wait for the pool instead of two.
-                let mut conn = self.read.acquire().await?;
-                let items = items
+                let rows = rows
                     .bind(i64::from(page.limit))
                     .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
-                    .fetch_all(&mut *conn)
+                    .fetch_all(&self.read)
                     .await?;
-                // A parent that is gone (or in another organization) has no children.
-                let total = total.fetch_optional(&mut *conn).await?.unwrap_or_default();
+                let total = match rows.first() {
+                    Some(row) => row.total,
+                    // An empty page carries no total: ask for it alone (a page past the end, or no children).
+                    None => {
+                        let mut total = sqlx::query_scalar::<_, Option<i64>>(count);
+                        for value in filter {
+                            total = total.bind(*value);
+                        }
+                        // A parent that is gone (or in another organization) has no children.
+                        total.fetch_optional(&self.read).await?.flatten().unwrap_or_default()
+                    }
+                };
+                let items = rows.into_iter().map(|row| row.item).collect();
                 Ok($crate::store::Listed { items, total: u64::try_from(total).unwrap_or_default() })
             }
         }

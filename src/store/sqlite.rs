@@ -69,7 +69,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             // Another process holding the write lock makes writers wait, not fail.
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // Rows cross from the connection's thread to the caller through a bounded channel (50 by default):
+            // a longer page stopped the thread midway until the caller drained it, one more pair of thread
+            // wake-ups per page. Room for the largest page (1,000 rows) keeps it to one.
+            .row_buffer_size(1024);
         let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         Self::run_migrations(&write, MIGRATIONS, None).await?;
         let read =
