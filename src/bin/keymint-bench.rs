@@ -179,12 +179,13 @@ impl Baselines {
         if level == self.main.in_flight {
             return self.main.clone();
         }
-        if !self.measured.contains_key(&level) {
-            let figures = health(lane, level, seconds).await;
-            figures.print();
-            self.measured.insert(level, figures);
+        if let Some(figures) = self.measured.get(&level) {
+            return figures.clone();
         }
-        self.measured[&level].clone()
+        let figures = health(lane, level, seconds).await;
+        figures.print();
+        self.measured.insert(level, figures.clone());
+        figures
     }
 
     /// The levels measured here, for the summary (the main baseline is reported once, by the caller).
