@@ -4,9 +4,11 @@
 //!
 //! Every call a process admits used a token it took from the shared bucket (or a use of the shared count), so all
 //! processes together never admit more than one bucket (or quota) allows. What a lease costs is the other way:
-//! tokens a process holds and does not use are lost to the others. Batches are therefore small next to the limit
-//! (1/40 of the rate, 1/200 of the quota) and leased tokens expire after a second. The functions that say what a
-//! lease takes (`SharedBucket::lease`, `SharedQuota::lease`) are the reference the store's SQL is tested against.
+//! tokens a process holds and does not use are lost to the others, and tokens a process leased a while ago and
+//! uses now come on top of what the bucket gives meanwhile. Batches are therefore small next to the limit (1/40 of
+//! the rate, 1/200 of the quota): in any window, processes admit at most one batch each beyond what one bucket
+//! allows, and strand at most one batch each. The functions that say what a lease takes (`SharedBucket::lease`,
+//! `SharedQuota::lease`) are the reference the store's SQL is tested against.
 
 use super::{
     Timestamp,
@@ -71,9 +73,8 @@ pub enum Take {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketShare {
     limit: RateLimit,
-    /// Whole tokens leased and not used yet, usable until `expires`.
+    /// Whole tokens leased and not used yet.
     tokens: u64,
-    expires: Timestamp,
     /// The shared bucket as the last lease left it.
     seen: Option<SharedBucket>,
     /// No lease before this: the last one found no whole token, and none will be there before then.
@@ -81,18 +82,8 @@ pub struct BucketShare {
 }
 
 impl BucketShare {
-    /// Leased tokens are used within this time or lost: a process that stops getting calls must not hold on to
-    /// tokens that would let a later burst exceed the limit.
-    pub const LEASE_MICROS: i64 = 1_000_000;
-
     pub fn new(limit: RateLimit) -> Self {
-        BucketShare {
-            limit,
-            tokens: 0,
-            expires: Timestamp(i64::MIN),
-            seen: None,
-            next_lease: Timestamp(i64::MIN),
-        }
+        BucketShare { limit, tokens: 0, seen: None, next_lease: Timestamp(i64::MIN) }
     }
 
     pub fn limit(&self) -> RateLimit {
@@ -109,11 +100,10 @@ impl BucketShare {
     /// Takes a leased token, refuses (the shared bucket had none when last asked, and cannot have one yet), or
     /// says to lease.
     pub fn try_take(&mut self, now: Timestamp) -> Take {
-        if self.tokens > 0 && now < self.expires {
+        if self.tokens > 0 {
             self.tokens -= 1;
             return Take::Allowed(self.decision(true));
         }
-        self.tokens = 0;
         if now < self.next_lease {
             Take::Refused(self.decision(false))
         } else {
@@ -124,21 +114,20 @@ impl BucketShare {
     /// The tokens to lease before a call can be decided: None while a leased token is left, or while the shared
     /// bucket cannot have a batch yet (the call is refused from memory).
     pub fn lease_needed(&self, now: Timestamp) -> Option<u64> {
-        (self.held(now) == 0 && now >= self.next_lease).then(|| Self::batch(self.limit))
+        (self.tokens == 0 && now >= self.next_lease).then(|| Self::batch(self.limit))
     }
 
     /// Takes what a lease of `want` tokens returned. When it got fewer, the shared bucket is drained: the next
     /// lease waits until a whole batch is back, so that a drained bucket costs one write per batch too.
     pub fn leased(&mut self, grant: BucketGrant, want: u64, now: Timestamp) {
-        self.tokens = grant.granted;
-        self.expires = Timestamp(now.0.saturating_add(Self::LEASE_MICROS));
+        self.tokens += grant.granted;
         self.seen = Some(grant.bucket);
         self.next_lease = if grant.granted >= want { now } else { self.time_when(want * PARTS_PER_TOKEN) };
     }
 
-    /// Tokens still usable here.
-    pub fn held(&self, now: Timestamp) -> u64 {
-        if now < self.expires { self.tokens } else { 0 }
+    /// Tokens leased here and not used yet.
+    pub fn held(&self) -> u64 {
+        self.tokens
     }
 
     /// What the caller is told: the tokens held here and those the shared bucket had, when it will be full
@@ -384,15 +373,18 @@ mod tests {
     }
 
     #[test]
-    fn leased_tokens_expire() {
+    fn leased_tokens_are_kept_until_used() {
         let l = limit(400, 400);
         let mut share = BucketShare::new(l);
         assert_eq!(share.try_take(at(0)), Take::Lease(10));
         share.leased(SharedBucket::lease(None, l, at(0), 10), 10, at(0));
         assert!(matches!(share.try_take(at(1)), Take::Allowed(_)));
-        assert_eq!(share.held(at(1)), 9);
-        assert_eq!(share.held(at(BucketShare::LEASE_MICROS)), 0);
-        assert_eq!(share.try_take(at(BucketShare::LEASE_MICROS)), Take::Lease(10));
+        assert_eq!(share.held(), 9);
+        // A key verified now and then leases once per batch, not once per call.
+        for call in 2..11 {
+            assert!(matches!(share.try_take(at(call * 60 * SECOND)), Take::Allowed(_)), "call {call}");
+        }
+        assert_eq!(share.try_take(at(3_600 * SECOND)), Take::Lease(10));
     }
 
     #[test]

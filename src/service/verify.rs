@@ -425,7 +425,7 @@ impl Meter {
             let rate_allows = match &self.rate {
                 Some(share) => match share.lease_needed(now) {
                     Some(want) => return Err(Need::Tokens { limit: share.limit(), want }),
-                    None => share.held(now) > 0,
+                    None => share.held() > 0,
                 },
                 None => true,
             };

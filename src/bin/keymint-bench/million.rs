@@ -28,8 +28,8 @@ use tonic::transport::Channel;
 
 use super::{Args, BenchResult, Figures, Target, connect, load, named, verify_request};
 
-/// Keys per transaction while seeding, and transactions in flight (PostgreSQL runs them side by side; SQLite's
-/// one writer takes them in turn).
+/// Keys per transaction while seeding, and transactions in flight on PostgreSQL, which runs them side by side
+/// (SQLite's one writer takes one at a time).
 const SEED_BATCH: usize = 2_000;
 const SEED_WRITERS: usize = 4;
 
@@ -42,7 +42,8 @@ pub(super) async fn run(
 ) -> BenchResult<Vec<Figures>> {
     let n = args.keys;
     let started = Instant::now();
-    let secrets = Arc::new(seed(running, target, n).await?);
+    let writers = if config.database_url.is_some() { SEED_WRITERS } else { 1 };
+    let secrets = Arc::new(seed(running, target, n, writers).await?);
     println!("seeded {n} API keys in {:.1} s", started.elapsed().as_secs_f64());
     let duration = Duration::from_secs(args.seconds);
     let channels = connect(running, 4).await?;
@@ -108,12 +109,12 @@ pub(super) async fn run(
 
 /// Writes `n` API keys as `CreateApiKey` would (the domain decides the event; `append_all` writes the events and
 /// the read models in one transaction per batch), with the bench's scopes and networks; returns the secrets.
-async fn seed(running: &Running, target: &Target, n: usize) -> BenchResult<Vec<String>> {
+async fn seed(running: &Running, target: &Target, n: usize, writers: usize) -> BenchResult<Vec<String>> {
     let principal =
         running.services.authenticate(target.token.to_str()?.trim_start_matches("Bearer "), None).await?;
     let ids = Arc::new(IdGenerator::new(4));
     let next = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = (0..SEED_WRITERS)
+    let writers: Vec<_> = (0..writers)
         .map(|_| {
             let (store, ids, next) = (running.services.store().clone(), ids.clone(), next.clone());
             let (org, creator) = (principal.org_id.clone(), principal.id.clone());
