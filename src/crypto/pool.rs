@@ -264,7 +264,9 @@ mod tests {
         }
         let stats = pool.stats()[0];
         assert_eq!((stats.depth, stats.capacity), (2, 2));
-        assert!(stats.generated >= 5, "{stats:?}");
+        // The workers made at least what the pool holds now. Not necessarily the three taken as well: on a busy
+        // machine a request that waited 300 ms makes its own key, which the pool does not count.
+        assert!(stats.generated >= 2, "{stats:?}");
         assert!(stats.generating > Duration::ZERO);
     }
 }
