@@ -8,8 +8,10 @@ pub mod apps;
 mod cache;
 mod error;
 pub mod keys;
+pub mod oauth;
 pub mod orgs;
 pub mod projects;
+pub mod signing_keys;
 pub mod verify;
 
 use std::{
@@ -55,6 +57,8 @@ pub struct Services {
     keys_read: cache::KeyCache,
     api_keys_read: verify::ApiKeyCache,
     meters: verify::Meters,
+    oauth: oauth::OAuthConfig,
+    signing_keys: signing_keys::SigningKeys,
     /// Whether the change feed delivers every change other processes commit (always, without other processes).
     feed_live: AtomicBool,
 }
@@ -108,6 +112,8 @@ impl Services {
             keys_read: Default::default(),
             api_keys_read: Default::default(),
             meters: Default::default(),
+            oauth: Default::default(),
+            signing_keys: Default::default(),
             feed_live: AtomicBool::new(true),
         }
     }
@@ -127,6 +133,7 @@ impl Services {
                         self.unknown_credentials.clear();
                         self.keys_read.clear();
                         self.api_keys_read.clear();
+                        self.signing_keys.mark_stale();
                         self.feed_live.store(true, Ordering::Release);
                     }
                 }
@@ -242,6 +249,9 @@ impl Services {
         // A refused secret may belong to the credential or API key just written.
         if [AggregateType::Credential, AggregateType::ApiKey].iter().any(|t| t.as_str() == aggregate_type) {
             self.unknown_credentials.clear();
+        }
+        if aggregate_type == AggregateType::SigningKeys.as_str() {
+            self.signing_keys.mark_stale();
         }
     }
 

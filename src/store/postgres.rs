@@ -21,7 +21,8 @@ const MIGRATIONS: &[Migration] = migrations!(
     (1, "0001_events"),
     (2, "0002_projections"),
     (3, "0003_app_keys_covering_index"),
-    (4, "0004_api_keys")
+    (4, "0004_api_keys"),
+    (5, "0005_oauth")
 );
 
 /// The channel appends notify on, with the changed aggregate (`type:id`) as payload; delivered at commit.

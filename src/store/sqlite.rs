@@ -19,7 +19,8 @@ const MIGRATIONS: &[Migration] = migrations!(
     (1, "0001_events"),
     (2, "0002_projections"),
     (3, "0003_app_keys_covering_index"),
-    (4, "0004_api_keys")
+    (4, "0004_api_keys"),
+    (5, "0005_oauth")
 );
 
 /// Readers run in parallel with the writer under WAL. Each sqlx SQLite connection has its own worker thread, so

@@ -13,6 +13,7 @@ mod app_keys;
 mod crash;
 mod errors;
 mod limits;
+mod oauth;
 mod outage;
 mod privileges;
 mod projections;
