@@ -32,6 +32,9 @@ def main() -> None:
         client_id=key_file["clientId"],
         client_secret=key_file["key"],
         token_endpoint_auth_method=auth,
+        # authlib's default for revocation is client_secret_basic, which would send the private key as a
+        # password: the application authenticates with its assertion there too.
+        revocation_endpoint_auth_method=auth,
         scope="invoices:read",
     )
     token = session.fetch_token(meta["token_endpoint"], grant_type="client_credentials")
