@@ -9,6 +9,7 @@ mod cache;
 mod error;
 pub mod keys;
 pub mod oauth;
+mod oauth_clients;
 pub mod orgs;
 pub mod projects;
 pub mod signing_keys;
@@ -58,6 +59,7 @@ pub struct Services {
     api_keys_read: verify::ApiKeyCache,
     meters: verify::Meters,
     oauth: oauth::OAuthConfig,
+    oauth_clients: oauth_clients::OAuthClients,
     signing_keys: signing_keys::SigningKeys,
     /// Whether the change feed delivers every change other processes commit (always, without other processes).
     feed_live: AtomicBool,
@@ -113,6 +115,7 @@ impl Services {
             api_keys_read: Default::default(),
             meters: Default::default(),
             oauth: Default::default(),
+            oauth_clients: Default::default(),
             signing_keys: Default::default(),
             feed_live: AtomicBool::new(true),
         }
@@ -133,6 +136,7 @@ impl Services {
                         self.unknown_credentials.clear();
                         self.keys_read.clear();
                         self.api_keys_read.clear();
+                        self.oauth_clients.clear();
                         self.signing_keys.mark_stale();
                         self.feed_live.store(true, Ordering::Release);
                     }
@@ -246,6 +250,7 @@ impl Services {
     fn invalidate(&self, aggregate_type: &str, id: &str) {
         self.keys_read.invalidate(aggregate_type, id);
         self.api_keys_read.invalidate(aggregate_type, id);
+        self.oauth_clients.invalidate(aggregate_type, id);
         // A refused secret may belong to the credential or API key just written.
         if [AggregateType::Credential, AggregateType::ApiKey].iter().any(|t| t.as_str() == aggregate_type) {
             self.unknown_credentials.clear();

@@ -4,7 +4,7 @@
 
 use std::{
     net::IpAddr,
-    sync::{PoisonError, RwLock},
+    sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
 
@@ -22,6 +22,7 @@ use crate::{
 
 use super::{
     Error, Result, Services, Target,
+    oauth_clients::ClientKey,
     verify::{VerifyCode, VerifyRequest},
 };
 
@@ -287,21 +288,17 @@ impl Services {
         if app_id.is_empty() || app_id.len() > 200 || kid.len() > 200 {
             return Ok(Err(AssertionError::UnknownClient));
         }
-        let Some(app) = self.store.oauth_client(&app_id).await?.filter(|app| app.client_id == client_id)
-        else {
+        let Some(app) = self.oauth_client(&app_id).await?.filter(|app| app.client_id == client_id) else {
             return Ok(Err(AssertionError::UnknownClient));
         };
-        let Some(stored) = self.store.app_public_key(&app_id, &kid).await? else {
+        let Some(key) = self.client_key(&app_id, &kid).await? else {
             return Ok(Err(AssertionError::UnknownKey));
         };
         let now = self.now();
-        let key = PublicKey::from_spki_pem(&stored.public_key)?;
-        if let Err(refused) =
-            assertion::check_key(&alg, key.jws_algorithms(), Timestamp::from_micros(stored.expires_at), now)
-        {
+        if let Err(refused) = assertion::check_key(&alg, key.key.jws_algorithms(), key.expires_at, now) {
             return Ok(Err(refused));
         }
-        if key.verify(&alg, parsed.signing_input.as_bytes(), &parsed.signature).is_err() {
+        if key.key.verify(&alg, parsed.signing_input.as_bytes(), &parsed.signature).is_err() {
             return Ok(Err(AssertionError::BadSignature));
         }
         let settings = self.oauth_settings();
@@ -314,7 +311,40 @@ impl Services {
         if !self.store.use_assertion(&claims.client_id, &claims.jti, claims.expires_at).await? {
             return Ok(Err(AssertionError::Replayed));
         }
-        Ok(Ok((app, claims)))
+        Ok(Ok(((*app).clone(), claims)))
+    }
+
+    /// A live application by ID, from memory when it was read before and nothing has changed it since.
+    async fn oauth_client(&self, app_id: &str) -> Result<Option<Arc<AppRow>>> {
+        if self.memory_is_current()
+            && let Some(app) = self.oauth_clients.app(app_id)
+        {
+            return Ok(app);
+        }
+        let generation = self.oauth_clients.generation();
+        let app = self.store.oauth_client(app_id).await?.map(Arc::new);
+        self.oauth_clients.fill_app(generation, app_id, app.clone());
+        Ok(app)
+    }
+
+    /// A live key of the application, parsed; from memory like `oauth_client` (which must have been called first
+    /// for the key to be remembered).
+    async fn client_key(&self, app_id: &str, kid: &str) -> Result<Option<Arc<ClientKey>>> {
+        if self.memory_is_current()
+            && let Some(key) = self.oauth_clients.key(app_id, kid)
+        {
+            return Ok(key);
+        }
+        let generation = self.oauth_clients.generation();
+        let key = match self.store.app_public_key(app_id, kid).await? {
+            Some(stored) => Some(Arc::new(ClientKey {
+                key: PublicKey::from_spki_pem(&stored.public_key)?,
+                expires_at: Timestamp::from_micros(stored.expires_at),
+            })),
+            None => None,
+        };
+        self.oauth_clients.fill_key(generation, app_id, kid, key.clone());
+        Ok(key)
     }
 
     /// POST /oauth/v2/introspect: the token's claims when it is active for the calling client, else exactly
@@ -334,7 +364,7 @@ impl Services {
             return Ok(inactive);
         }
         let Some(app_id) = verified.client_id.split_once('@').map(|(id, _)| id) else { return Ok(inactive) };
-        let owner = self.store.oauth_client(app_id).await?;
+        let owner = self.oauth_client(app_id).await?;
         if owner.is_none_or(|app| app.client_id != verified.client_id) {
             return Ok(inactive); // Its application was removed.
         }

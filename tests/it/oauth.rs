@@ -376,6 +376,8 @@ async fn refusals(db: Db) {
     refused(&answer, 401, "invalid_client", &a);
     let removed =
         add_key(&server, &key.project_id, &key.app_id, key_request(&key.project_id, &key.app_id)).await;
+    // Used once, so that the server holds the key in memory: its removal must still take effect at once.
+    assert_eq!(post_cc(sign(&removed, &claims(&removed, &aud))).await.0.0, 200);
     server
         .management()
         .await
@@ -582,7 +584,17 @@ async fn introspection_and_revocation(db: Db) {
     assert_eq!(revoke(&http, &server, &key, "garbage").await.0, 200);
     let (_, secret) = server.api_key("k", &["keys:read"]).await;
     assert_eq!(revoke(&http, &server, &key, &secret).await.1["error"], "unsupported_token_type");
-    // The revocation is an event of the application and survives a restart.
+    // The revocation is an event of the application: the read models rebuilt from the events hold it too.
+    let store = server.store().clone();
+    let before = store.projection_snapshot().await.expect("snapshot");
+    let app_row =
+        |row: &String| row.starts_with(&format!("{}|", key.app_id)) && row.contains("invoices:read");
+    assert!(before.iter().any(app_row), "the app's allowed scopes");
+    let revoked_row = |row: &String| row.ends_with(&format!("|{}|{}", key.app_id, revoked_exp(&revoked)));
+    assert!(before.iter().any(revoked_row), "the revoked token");
+    store.rebuild_projections().await.expect("rebuild");
+    assert_eq!(store.projection_snapshot().await.expect("snapshot"), before);
+    // And it survives a restart.
     assert_eq!(introspect(&http, &server, &key, &access, &[]).await["active"], true, "the other token still");
     if let Some(beside) = beside {
         beside.stop().await;
@@ -603,6 +615,14 @@ async fn beside_with_issuer(server: &TestServer) -> TestServer {
     config.issuer = Some(server.url());
     let running = keymint::app::start(&config).await.expect("start second keymint");
     TestServer { addr: running.addr, running: Some(running), token: server.token.clone(), db }
+}
+
+/// The `exp` of a token, read without verifying it.
+fn revoked_exp(token: &str) -> i64 {
+    let claims = token.split('.').nth(1).expect("claims");
+    let claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).expect("base64")).expect("json");
+    claims["exp"].as_i64().expect("exp")
 }
 
 fn db_is_postgres(db: &Db) -> bool {
