@@ -1,6 +1,6 @@
-//! Key material: RSA key generation and PEM encoding, the application key file, bearer secrets with their
-//! hashes, JWS, application public keys, keymint's token-signing keys and the sealing of stored secrets.
-//! CPU-heavy work here is synchronous; callers run it on blocking threads.
+//! Key material: RSA key generation and PEM encoding, public keys that verify JWS signatures, the application
+//! key file, bearer secrets with their hashes, JWS, keymint's token-signing keys and the sealing of stored
+//! secrets. CPU-heavy work here is synchronous; callers run it on blocking threads.
 
 pub mod api_key_secret;
 pub mod jws;
