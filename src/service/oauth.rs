@@ -125,7 +125,8 @@ impl Services {
     pub fn oauth_metadata(&self) -> Value {
         let issuer = self.oauth_settings().issuer;
         let auth_methods = json!(["private_key_jwt"]);
-        let auth_algs = json!(["RS256", "PS256"]);
+        // What application keys verify (crypto/public_key.rs): RSA, EC P-256 and Ed25519 keys.
+        let auth_algs = json!(["RS256", "PS256", "ES256", "EdDSA"]);
         json!({
             "issuer": issuer,
             "token_endpoint": self.endpoint(TOKEN_PATH),
