@@ -92,9 +92,6 @@ pub async fn serve(
     let api_keys = ApiKeyServiceServer::new(ApiKeys { services: services.clone() })
         .max_decoding_message_size(limits.max_message_bytes);
 
-    // Outermost first. The content type is checked before gRPC-Web translation (which would answer 400 over
-    // HTTP/1.1 and pass other types through over HTTP/2); framing after it, so that it sees gRPC-Web bodies
-    // translated, and after the log, so that refused calls are logged like any other.
     let mut grpc = Routes::builder();
     grpc.add_service(health_service)
         .add_service(reflection_v1)
@@ -103,6 +100,9 @@ pub async fn serve(
         .add_service(management)
         .add_service(api_keys);
     let grpc = grpc.routes().prepare();
+    // Outermost first. The content type is checked before gRPC-Web translation (which would answer 400 over
+    // HTTP/1.1 and pass other types through over HTTP/2); framing after it, so that it sees gRPC-Web bodies
+    // translated, and after the log, so that refused calls are logged like any other.
     let grpc = tower::ServiceBuilder::new()
         .map_request(|request: http::Request<axum::body::Body>| request.map(tonic::body::Body::new))
         .layer(cors())

@@ -13,6 +13,7 @@ mod oauth_clients;
 pub mod orgs;
 pub mod projects;
 pub mod signing_keys;
+mod used_assertions;
 pub mod verify;
 
 use std::{
@@ -60,6 +61,7 @@ pub struct Services {
     meters: verify::Meters,
     oauth: oauth::OAuthConfig,
     oauth_clients: oauth_clients::OAuthClients,
+    used_assertions: used_assertions::AssertionLog,
     signing_keys: signing_keys::SigningKeys,
     /// Whether the change feed delivers every change other processes commit (always, without other processes).
     feed_live: AtomicBool,
@@ -116,6 +118,7 @@ impl Services {
             meters: Default::default(),
             oauth: Default::default(),
             oauth_clients: Default::default(),
+            used_assertions: Default::default(),
             signing_keys: Default::default(),
             feed_live: AtomicBool::new(true),
         }

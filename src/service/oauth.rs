@@ -17,7 +17,7 @@ use crate::{
         assertion::{self, AssertionError, Claims},
         oauth::{ErrorCode, OAuthError, grant_scopes},
     },
-    store::AppRow,
+    store::{AppRow, UsedAssertion},
 };
 
 use super::{
@@ -309,7 +309,12 @@ impl Services {
             Ok(claims) => claims,
             Err(refused) => return Ok(Err(refused)),
         };
-        if !self.store.use_assertion(&claims.client_id, &claims.jti, claims.expires_at).await? {
+        let used = UsedAssertion {
+            client_id: claims.client_id.clone(),
+            jti: claims.jti.clone(),
+            expires_at: claims.expires_at,
+        };
+        if !self.used_assertions.record(&self.store, used).await? {
             return Ok(Err(AssertionError::Replayed));
         }
         Ok(Ok(((*app).clone(), claims)))

@@ -19,6 +19,7 @@ use crate::domain::AggregateType;
 use super::{
     ApiKeyQuery, ApiKeyRow, AppKeyRow, AppPublicKey, AppRow, Append, ChangeFeed, CredentialRow, EventRange,
     EventStore, Listed, OrgRow, Page, ProjectRow, RecordedEvent, Result, SecretMatch, StoreError, UsageDelta,
+    UsedAssertion,
 };
 
 /// How often an open circuit asks the database whether it is back, and how long one probe may take.
@@ -211,8 +212,8 @@ impl EventStore for Guarded {
     async fn app_public_key(&self, app_id: &str, key_id: &str) -> Result<Option<AppPublicKey>> {
         self.guard(self.inner.app_public_key(app_id, key_id)).await
     }
-    async fn use_assertion(&self, client_id: &str, jti: &str, expires_at: i64) -> Result<bool> {
-        self.guard(self.inner.use_assertion(client_id, jti, expires_at)).await
+    async fn use_assertions(&self, used: &[UsedAssertion]) -> Result<Vec<bool>> {
+        self.guard(self.inner.use_assertions(used)).await
     }
     async fn token_revoked(&self, jti: &str) -> Result<bool> {
         self.guard(self.inner.token_revoked(jti)).await

@@ -203,6 +203,15 @@ impl AppRow {
     }
 }
 
+/// An assertion's `jti`, to be accepted once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsedAssertion {
+    pub client_id: String,
+    pub jti: String,
+    /// Seconds since the epoch: the assertion's `exp`.
+    pub expires_at: i64,
+}
+
 /// A live application key's public half and expiry, as assertions are checked against it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AppPublicKey {
@@ -396,9 +405,9 @@ pub trait EventStore: Send + Sync + 'static {
     async fn oauth_client(&self, app_id: &str) -> Result<Option<AppRow>>;
     /// The public key and expiry of a live application key.
     async fn app_public_key(&self, app_id: &str, key_id: &str) -> Result<Option<AppPublicKey>>;
-    /// Records an assertion's `jti` until it expires (seconds since the epoch); false if it was used before, by
-    /// this process or another: the primary key decides.
-    async fn use_assertion(&self, client_id: &str, jti: &str, expires_at: i64) -> Result<bool>;
+    /// Records assertions' `jti`s, each until its assertion expires, in one transaction; for each, false if it was
+    /// used before (by this process or another, or earlier in the batch): the primary key decides.
+    async fn use_assertions(&self, used: &[UsedAssertion]) -> Result<Vec<bool>>;
     /// Whether an access token was revoked.
     async fn token_revoked(&self, jti: &str) -> Result<bool>;
     /// Forgets used assertions and revoked tokens that expired before `now_secs`; returns how many.

@@ -761,19 +761,23 @@ macro_rules! impl_event_store {
                     .await?)
             }
 
-            async fn use_assertion(
+            async fn use_assertions(
                 &self,
-                client_id: &str,
-                jti: &str,
-                expires_at: i64,
-            ) -> $crate::store::Result<bool> {
-                let inserted = sqlx::query($crate::store::sql::USE_ASSERTION)
-                    .bind(client_id)
-                    .bind(jti)
-                    .bind(expires_at)
-                    .execute(&self.write)
-                    .await?;
-                Ok(inserted.rows_affected() == 1)
+                used: &[$crate::store::UsedAssertion],
+            ) -> $crate::store::Result<Vec<bool>> {
+                let mut tx = self.write.begin().await?;
+                let mut first_use = Vec::with_capacity(used.len());
+                for assertion in used {
+                    let inserted = sqlx::query($crate::store::sql::USE_ASSERTION)
+                        .bind(assertion.client_id.as_str())
+                        .bind(assertion.jti.as_str())
+                        .bind(assertion.expires_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    first_use.push(inserted.rows_affected() == 1);
+                }
+                tx.commit().await?;
+                Ok(first_use)
             }
 
             async fn token_revoked(&self, jti: &str) -> $crate::store::Result<bool> {

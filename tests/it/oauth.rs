@@ -439,6 +439,23 @@ async fn refusals(db: Db) {
     refused(&answer, 401, "invalid_client", &a);
     assert!(answer.1["error_description"].as_str().is_some_and(|d| d.contains("used before")));
 
+    // The same assertion sent eight times at once: accepted exactly once.
+    let racing = sign(&key, &claims(&key, &aud));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, assertion) = (Http::h2c(&server), racing.clone());
+            tokio::spawn(async move {
+                http.post("/oauth/v2/token", &pairs(&client_credentials(&assertion))).await.0
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("task"));
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 401, 401, 401, 401, 401, 401, 401]);
+
     // Larger than 8 KiB.
     let mut big = claims(&key, &aud);
     big["padding"] = json!("x".repeat(9000));
