@@ -1,6 +1,7 @@
 //! The OAuth 2.0 endpoints through real HTTP (HTTP/1.1 and h2c) on the gRPC port: discovery, the JWKS, both
 //! grants, every refusal of an assertion, scopes, introspection of access tokens and API keys, revocation (also
-//! across two processes on PostgreSQL), removed applications, signing-key rotation, what reaches the database and
+//! across two processes on PostgreSQL), removed applications, signing-key rotation (by command and on its
+//! schedule), what reaches the database and
 //! the log, and an outside client library (Python authlib and PyJWT) when one is installed.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -1011,5 +1012,36 @@ async fn an_outside_client_library_gets_introspects_and_revokes_tokens() {
     let revoked = result["revoked_token"].as_str().expect("revoked_token");
     let http = Http::http1(&server);
     assert_eq!(introspect(&http, &server, &key, revoked, &[]).await, json!({"active": false}));
+    server.stop().await;
+}
+
+on_both_databases!(the_signing_key_rotates_on_its_schedule, scheduled_rotation);
+async fn scheduled_rotation(db: Db) {
+    let fresh = crate::helpers::FreshDb::create(&db).await;
+    let token = keymint::crypto::secret::new_secret("km_admin_").expect("rng").to_string();
+    let mut config = crate::helpers::config(&fresh, Some(token.clone()));
+    // A key older than 2 s is rotated; the schedule is checked every second.
+    config.signing_key_rotation = Duration::from_secs(2);
+    let running = keymint::app::start(&config).await.expect("start");
+    let server = TestServer { addr: running.addr, running: Some(running), token, db: fresh };
+    let http = Http::http1(&server);
+    let kids = |jwks: Value| -> Vec<String> {
+        jwks["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let first = kids(http.get("/oauth/v2/keys").await.1);
+    assert_eq!(first.len(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut now_published = first.clone();
+    while now_published.len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        now_published = kids(http.get("/oauth/v2/keys").await.1);
+    }
+    assert_eq!(now_published.first(), first.first(), "the first key stays published");
+    assert!(now_published.len() >= 2, "a new key after its rotation age: {now_published:?}");
     server.stop().await;
 }
