@@ -1,8 +1,8 @@
 //! The OAuth 2.0 endpoints through real HTTP (HTTP/1.1 and h2c) on the gRPC port: discovery, the JWKS, both
 //! grants, every refusal of an assertion, scopes, introspection of access tokens and API keys, revocation (also
 //! across two processes on PostgreSQL), removed applications, signing-key rotation (by command and on its
-//! schedule), what reaches the database and
-//! the log, and an outside client library (Python authlib and PyJWT) when one is installed.
+//! schedule), what reaches the database and the log, and an outside client library (Python authlib and PyJWT)
+//! when one is installed.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
