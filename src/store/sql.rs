@@ -95,9 +95,17 @@ pub const APP_BY_NAME: &str = "SELECT id, project_id, name, client_id, allowed_s
 pub const OAUTH_CLIENT: &str = "SELECT id, project_id, name, client_id, allowed_scopes, org_id, sequence, \
     created_at, changed_at FROM apps WHERE id = $1";
 pub const APP_PUBLIC_KEY: &str = "SELECT public_key, expires_at FROM app_keys WHERE app_id = $1 AND id = $2";
-// Not an error when taken: a replay is an expected answer, and PostgreSQL would log every unique violation.
-pub const USE_ASSERTION: &str = "INSERT INTO used_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3) \
-    ON CONFLICT DO NOTHING";
+/// Records `rows` assertions in one statement, returning those that were new. A taken one is not an error: a
+/// replay is an expected answer, and PostgreSQL would log every unique violation.
+pub fn use_assertions(rows: usize) -> String {
+    let values: Vec<String> =
+        (0..rows).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
+    format!(
+        "INSERT INTO used_assertions (client_id, jti, expires_at) VALUES {} ON CONFLICT DO NOTHING \
+         RETURNING client_id, jti",
+        values.join(", ")
+    )
+}
 pub const TOKEN_REVOKED: &str = "SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1";
 pub const PRUNE_EXPIRED_TOKENS: [&str; 2] =
     ["DELETE FROM used_assertions WHERE expires_at < $1", "DELETE FROM revoked_tokens WHERE expires_at < $1"];
@@ -765,19 +773,21 @@ macro_rules! impl_event_store {
                 &self,
                 used: &[$crate::store::UsedAssertion],
             ) -> $crate::store::Result<Vec<bool>> {
-                let mut tx = self.write.begin().await?;
-                let mut first_use = Vec::with_capacity(used.len());
+                if used.is_empty() {
+                    return Ok(vec![]);
+                }
+                let text = $crate::store::sql::use_assertions(used.len());
+                let mut insert = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(text));
                 for assertion in used {
-                    let inserted = sqlx::query($crate::store::sql::USE_ASSERTION)
+                    insert = insert
                         .bind(assertion.client_id.as_str())
                         .bind(assertion.jti.as_str())
-                        .bind(assertion.expires_at)
-                        .execute(&mut *tx)
-                        .await?;
-                    first_use.push(inserted.rows_affected() == 1);
+                        .bind(assertion.expires_at);
                 }
-                tx.commit().await?;
-                Ok(first_use)
+                let mut inserted: std::collections::HashSet<(String, String)> =
+                    insert.fetch_all(&self.write).await?.into_iter().collect();
+                // A jti twice in one batch is inserted once: its first occurrence is the new one.
+                Ok(used.iter().map(|a| inserted.remove(&(a.client_id.clone(), a.jti.clone()))).collect())
             }
 
             async fn token_revoked(&self, jti: &str) -> $crate::store::Result<bool> {
