@@ -10,7 +10,7 @@ use crate::{
     config::Config,
     crypto::pool::KeyPool,
     domain::{ids::IdGenerator, time::SystemClock},
-    service::{Services, access::AdminToken},
+    service::{KeySource, Services, access::AdminToken, oauth::OAuthSettings},
     store::{self, EventStore, StoreError},
 };
 
@@ -40,6 +40,7 @@ pub struct Running {
     task: JoinHandle<Result<(), ServeError>>,
     follower: Option<JoinHandle<()>>,
     flusher: (oneshot::Sender<()>, JoinHandle<()>),
+    maintainer: (oneshot::Sender<()>, JoinHandle<()>),
 }
 
 impl Running {
@@ -51,6 +52,9 @@ impl Running {
         if let Some(follower) = self.follower {
             follower.abort();
         }
+        let (stop_maintaining, maintainer) = self.maintainer;
+        let _ = stop_maintaining.send(());
+        let _ = maintainer.await;
         let (stop_flushing, flusher) = self.flusher;
         let _ = stop_flushing.send(());
         let _ = flusher.await;
@@ -82,6 +86,12 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             .with_cache_capacity(config.cache_capacity),
     );
     let admin_token = services.bootstrap(&config.data_dir, config.admin_token.as_deref()).await?;
+    let oauth = |issuer: String| OAuthSettings { issuer, access_token_ttl: config.access_token_ttl };
+    services.configure_oauth(oauth(config.issuer.clone().unwrap_or_default()));
+    // Before anything runs: a master key that cannot open the stored signing keys stops the start here.
+    services
+        .open_signing_keys(&config.data_dir, config.master_key.as_deref(), config.shared_database())
+        .await?;
     let follower = services.clone().follow_changes().await?;
     let (stop_flushing, flushing_stopped) = oneshot::channel();
     let flusher = (
@@ -93,13 +103,50 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         .await
         .map_err(|source| AppError::Listen { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| AppError::Listen { addr: config.listen, source })?;
-    info!(%addr, node, "keymint is listening (gRPC, gRPC-Web, reflection, health)");
+    services.configure_oauth(oauth(config.issuer.clone().unwrap_or_else(|| format!("http://{addr}"))));
+    let (stop_maintaining, maintaining_stopped) = oneshot::channel();
+    let maintainer = (
+        stop_maintaining,
+        services.clone().maintain_signing_keys_every(
+            config.signing_key_rotation,
+            (config.signing_key_rotation / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            maintaining_stopped,
+        ),
+    );
+    info!(%addr, node, issuer = %services.oauth_settings().issuer,
+        "keymint is listening (gRPC, gRPC-Web, reflection, health, OAuth 2.0)");
 
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server::serve(listener, services.clone(), config.limits(), async move {
         let _ = stopped.await;
     }));
-    Ok(Running { addr, admin_token, services, key_pool, stop, task, follower, flusher })
+    Ok(Running { addr, admin_token, services, key_pool, stop, task, follower, flusher, maintainer })
+}
+
+/// `keymint signing-keys rotate`: adds a new signing key to the store, sealed under the configured master key.
+pub async fn rotate_signing_key(config: &Config) -> Result<String, AppError> {
+    /// This command issues no application keys, so it starts no key pool.
+    struct NoKeys;
+    #[async_trait::async_trait]
+    impl KeySource for NoKeys {
+        async fn next_key(
+            &self,
+            _: Option<crate::crypto::keygen::RsaBits>,
+        ) -> crate::service::Result<crate::crypto::keygen::RsaKeyPair> {
+            Err(crate::service::Error::Internal("no key pool in this command".into()))
+        }
+    }
+    let store = open_store(config).await?;
+    let node = config.node_id.unwrap_or_else(random_node);
+    let services = Services::new(store, Arc::new(SystemClock), IdGenerator::new(node), Arc::new(NoKeys));
+    services.configure_oauth(OAuthSettings {
+        issuer: config.issuer.clone().unwrap_or_default(),
+        access_token_ttl: config.access_token_ttl,
+    });
+    services
+        .open_signing_keys(&config.data_dir, config.master_key.as_deref(), config.shared_database())
+        .await?;
+    Ok(services.rotate_signing_key().await?)
 }
 
 /// Serves until SIGINT or SIGTERM, then shuts down gracefully.

@@ -33,6 +33,18 @@ pub enum Command {
         #[command(subcommand)]
         action: ProjectionsAction,
     },
+    /// Maintain keymint's token-signing keys.
+    SigningKeys {
+        #[command(subcommand)]
+        action: SigningKeysAction,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SigningKeysAction {
+    /// Add a new signing key, which signs from now on; the previous one stays in the JWKS until the tokens it
+    /// signed have expired. Running servers pick it up at once on PostgreSQL, within a minute on SQLite.
+    Rotate,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -91,6 +103,19 @@ pub struct Config {
     /// The instance-admin token to create on first start (instead of generating one), or to add later.
     #[arg(long, env = "KEYMINT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The public base URL of the OAuth endpoints (`iss` of tokens); default http://<listen address>.
+    #[arg(long, env = "KEYMINT_ISSUER")]
+    pub issuer: Option<String>,
+    /// Lifetime of access tokens: a number with s, m, h or d (e.g. 15m, 1h).
+    #[arg(long, env = "KEYMINT_ACCESS_TOKEN_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub access_token_ttl: Duration,
+    /// How old the token-signing key may get before it is rotated (s, m, h or d).
+    #[arg(long, env = "KEYMINT_SIGNING_KEY_ROTATION", default_value = "30d", value_parser = parse_duration)]
+    pub signing_key_rotation: Duration,
+    /// The key (32 bytes, base64) that seals the signing keys in the store. Required with PostgreSQL; with
+    /// SQLite, generated into <data dir>/master.key on the first start when not given.
+    #[arg(long, env = "KEYMINT_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
 }
 
 impl Config {
@@ -109,6 +134,11 @@ impl Config {
             depth: usize::from(self.key_pool_size),
             workers: self.key_pool_workers.map_or(cores, usize::from),
         })
+    }
+
+    /// Whether several processes may share the database (PostgreSQL).
+    pub fn shared_database(&self) -> bool {
+        self.database_url.as_deref().is_some_and(|url| url.starts_with("postgres"))
     }
 
     pub fn limits(&self) -> Limits {
@@ -137,6 +167,10 @@ impl fmt::Debug for Config {
             .field("usage_flush_ms", &self.usage_flush_ms)
             .field("cache_capacity", &self.cache_capacity)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("issuer", &self.issuer)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("signing_key_rotation", &self.signing_key_rotation)
+            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -154,6 +188,23 @@ fn parse_capacity(value: &str) -> Result<usize, String> {
     match value.trim().replace('_', "").parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("{value:?} is not a capacity: give a number of entries, at least 1")),
+    }
+}
+
+/// `90s`, `15m`, `1h`, `30d` (or bare seconds): at least a second.
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let (number, unit) = value.split_at(value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len()));
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{value:?}: use a number with s, m, h or d, e.g. 1h")),
+    };
+    match number.parse::<u64>().ok().and_then(|n| n.checked_mul(seconds)) {
+        Some(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("{value:?}: use a positive number with s, m, h or d, e.g. 1h")),
     }
 }
 
@@ -181,10 +232,13 @@ mod tests {
             "postgres://app:hunter2@db/keymint",
             "--admin-token",
             "super-secret-token-value-123",
+            "--master-key",
+            "bWFzdGVyLWtleS1tYXN0ZXIta2V5LW1hc3Rlci1rZXk=",
         ]);
         let printed = format!("{:?}", cli.config);
         assert!(!printed.contains("hunter2"));
         assert!(!printed.contains("super-secret"));
+        assert!(!printed.contains("bWFzdGVy"));
         assert!(printed.contains("postgres://app:***@db/keymint"));
     }
 
@@ -195,6 +249,18 @@ mod tests {
         assert!(Cli::try_parse_from(["keymint", "--key-sizes", "1024"]).is_err());
         let cli = Cli::parse_from(["keymint", "--key-sizes", "3072"]);
         assert!(cli.config.pool().is_err(), "the default 2048 is not issued");
+    }
+
+    #[test]
+    fn durations_take_a_unit() {
+        let cli = Cli::parse_from(["keymint", "--access-token-ttl", "15m"]);
+        assert_eq!(cli.config.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(Cli::parse_from(["keymint"]).config.access_token_ttl, Duration::from_secs(3600));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
     }
 
     #[test]

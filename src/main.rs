@@ -1,11 +1,11 @@
-//! The keymint command: `serve` (the default), `migrate`, `projections rebuild`.
+//! The keymint command: `serve` (the default), `migrate`, `projections rebuild`, `signing-keys rotate`.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use keymint::{
     app,
-    config::{Cli, Command, LogFormat, ProjectionsAction},
+    config::{Cli, Command, LogFormat, ProjectionsAction, SigningKeysAction},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -17,6 +17,9 @@ async fn main() -> ExitCode {
         Command::Serve => app::run(&cli.config).await,
         Command::Migrate => app::open_store(&cli.config).await.map(|_| tracing::info!("migrations applied")),
         Command::Projections { action: ProjectionsAction::Rebuild } => rebuild(&cli.config).await,
+        Command::SigningKeys { action: SigningKeysAction::Rotate } => app::rotate_signing_key(&cli.config)
+            .await
+            .map(|kid| tracing::info!(%kid, "rotated: this key signs from now on")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,8 +1,11 @@
 //! The one place where errors become gRPC statuses: a code, a message for people, and details for machines
-//! (`google.rpc.ErrorInfo` with a stable reason; `google.rpc.BadRequest` with the invalid fields).
+//! (`google.rpc.ErrorInfo` with a stable reason; `google.rpc.BadRequest` with the invalid fields). The OAuth
+//! endpoints' errors become RFC 6749 §5.2 JSON answers here too (`oauth_error`).
 
 use std::collections::HashMap;
 
+use http::StatusCode;
+use serde_json::{Value, json};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
@@ -14,6 +17,8 @@ pub const ERROR_DOMAIN: &str = "keymint";
 pub fn status(error: Error) -> Status {
     match error {
         Error::Domain(domain) => domain_status(domain),
+        // Only the HTTP endpoints answer these (see `oauth_error`); a gRPC call never meets one.
+        Error::OAuth(e) => with_reason(Code::InvalidArgument, e.to_string(), "OAUTH_ERROR"),
         Error::Unauthenticated(message) => with_reason(Code::Unauthenticated, message, "UNAUTHENTICATED"),
         Error::Conflict | Error::Aborted => with_reason(
             Code::Aborted,
@@ -38,6 +43,39 @@ pub fn status(error: Error) -> Status {
             // The cause is logged here, once, and never sent: it may name internals.
             tracing::error!(%cause, "internal error");
             with_reason(Code::Internal, "internal error", "INTERNAL")
+        }
+    }
+}
+
+/// An OAuth endpoint's answer to an error: `{"error", "error_description"}` with 401 for `invalid_client` and 400
+/// for the other refusals; 503 when the database cannot be reached; 500 (the cause logged here, never sent) for
+/// faults.
+pub fn oauth_error(error: Error) -> (StatusCode, Value) {
+    let body = |code: &str, description: &str| json!({ "error": code, "error_description": description });
+    match error {
+        Error::OAuth(e) => {
+            let status = match e.code {
+                crate::domain::oauth::ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (status, body(e.code.as_str(), &e.description))
+        }
+        Error::Domain(e) => (StatusCode::BAD_REQUEST, body("invalid_request", &e.to_string())),
+        Error::Unauthenticated(message) => (StatusCode::UNAUTHORIZED, body("invalid_client", message)),
+        Error::Unavailable(_) | Error::Conflict | Error::Aborted => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            body("temporarily_unavailable", "the database cannot be reached right now; try again shortly"),
+        ),
+        Error::Unwritable(why) => {
+            tracing::warn!(%why, "the database refused a write");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                body("temporarily_unavailable", &format!("{why}: try again later")),
+            )
+        }
+        Error::Internal(cause) => {
+            tracing::error!(%cause, "internal error");
+            (StatusCode::INTERNAL_SERVER_ERROR, body("server_error", "internal error"))
         }
     }
 }

@@ -10,7 +10,10 @@ use crate::domain::{
     validate::Violations,
 };
 
-use super::pb::keymint::apikeys::v1::{CreateApiKeyRequest, UpdateApiKeyRequest, VerifyApiKeyRequest};
+use super::pb::keymint::{
+    apikeys::v1::{CreateApiKeyRequest, UpdateApiKeyRequest, VerifyApiKeyRequest},
+    management::v1::{AddApiAppRequest, UpdateApiAppRequest},
+};
 
 /// The most entries a repeated field or map (field `number`, named `field`) may have.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +50,14 @@ impl Bounded for UpdateApiKeyRequest {
         limit(6, "allowed_cidrs", MAX_ALLOWED_CIDRS),
         limit(9, "metadata", MAX_METADATA_ENTRIES),
     ];
+}
+
+impl Bounded for AddApiAppRequest {
+    const LIMITS: &'static [Limit] = &[limit(3, "allowed_scopes", MAX_SCOPES)];
+}
+
+impl Bounded for UpdateApiAppRequest {
+    const LIMITS: &'static [Limit] = &[limit(3, "allowed_scopes", MAX_SCOPES)];
 }
 
 impl Bounded for VerifyApiKeyRequest {

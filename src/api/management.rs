@@ -26,7 +26,8 @@ use super::{
         ListAppChangesRequest, ListAppChangesResponse, ListAppKeysRequest, ListAppKeysResponse,
         ListAppsRequest, ListAppsResponse, ListProjectsRequest, ListProjectsResponse, Project,
         RemoveAppKeyRequest, RemoveAppKeyResponse, RemoveAppRequest, RemoveAppResponse, RemoveProjectRequest,
-        RemoveProjectResponse, management_service_server::ManagementService,
+        RemoveProjectResponse, UpdateApiAppRequest, UpdateApiAppResponse,
+        management_service_server::ManagementService,
     },
     validate_ids,
 };
@@ -88,12 +89,31 @@ impl ManagementService for Management {
         let caller = auth::caller(&self.services, &request, Scope::ProjectsWrite).await?;
         let r = request.get_ref();
         validate_ids(&[("project_id", &r.project_id)])?;
-        let added = self.services.add_api_app(&caller, &r.project_id, &r.name).await.or_status()?;
+        let added = self
+            .services
+            .add_api_app(&caller, &r.project_id, &r.name, &r.allowed_scopes)
+            .await
+            .or_status()?;
         Ok(Response::new(AddApiAppResponse {
             app_id: added.app_id,
             details: convert::written(added.written, &caller.org_id),
             client_id: added.client_id,
         }))
+    }
+
+    async fn update_api_app(
+        &self,
+        request: Request<UpdateApiAppRequest>,
+    ) -> Result<Response<UpdateApiAppResponse>, Status> {
+        let caller = auth::caller(&self.services, &request, Scope::ProjectsWrite).await?;
+        let r = request.get_ref();
+        validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
+        let written = self
+            .services
+            .update_api_app(&caller, &r.project_id, &r.app_id, &r.allowed_scopes)
+            .await
+            .or_status()?;
+        Ok(Response::new(UpdateApiAppResponse { details: convert::written(written, &caller.org_id) }))
     }
 
     async fn get_app_by_id(
@@ -222,6 +242,7 @@ fn project_message(row: ProjectRow) -> Project {
 
 fn app_message(row: AppRow) -> App {
     App {
+        allowed_scopes: row.scopes(),
         details: convert::row(&row.details),
         id: row.id,
         name: row.name,

@@ -1,4 +1,4 @@
-//! The transport: gRPC, gRPC-Web and reflection on one port. Decodes requests, authenticates, picks the
+//! The transport: gRPC, gRPC-Web, reflection and the OAuth HTTP endpoints on one port. Decodes requests, authenticates, picks the
 //! organization, calls one use case, and maps its answer (errors in exactly one place: `error.rs`).
 
 pub mod admin;
@@ -13,6 +13,7 @@ mod health;
 mod incoming;
 pub mod limits;
 pub mod management;
+pub mod oauth;
 mod redact;
 pub mod server;
 mod telemetry;

@@ -1,12 +1,14 @@
-//! The listener: gRPC (h2c), gRPC-Web (HTTP/1.1 and HTTP/2, with CORS), server reflection v1 and v1alpha, and
-//! grpc.health.v1.Health, all on one port, with message, stream and concurrency limits, keepalive pings,
-//! deadlines and a graceful shutdown.
+//! The listener: one router on one port. Plain-HTTP routes (the OAuth endpoints and their metadata; later the
+//! JSON transcoder and operations endpoints) are matched first; everything else falls through to gRPC (h2c),
+//! gRPC-Web (HTTP/1.1 and HTTP/2, with CORS), server reflection v1 and v1alpha and grpc.health.v1.Health, behind
+//! their own layers. All of it over HTTP/1.1 and HTTP/2, with message, stream and concurrency limits, keepalive
+//! pings, deadlines and a graceful shutdown.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use http::{HeaderName, Method};
 use tokio::net::TcpListener;
-use tonic::transport::Server;
+use tonic::{service::Routes, transport::Server};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::service::Services;
@@ -25,7 +27,7 @@ use super::{
             management::v1::management_service_server::ManagementServiceServer,
         },
     },
-    telemetry::RpcLogLayer,
+    telemetry::{HttpLogLayer, RpcLogLayer},
 };
 
 /// Limits of the transport.
@@ -87,19 +89,31 @@ pub async fn serve(
         .max_decoding_message_size(limits.max_message_bytes);
     let management = ManagementServiceServer::new(Management { services: services.clone() })
         .max_decoding_message_size(limits.max_message_bytes);
-    let api_keys =
-        ApiKeyServiceServer::new(ApiKeys { services }).max_decoding_message_size(limits.max_message_bytes);
+    let api_keys = ApiKeyServiceServer::new(ApiKeys { services: services.clone() })
+        .max_decoding_message_size(limits.max_message_bytes);
 
+    let mut grpc = Routes::builder();
+    grpc.add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(admin)
+        .add_service(management)
+        .add_service(api_keys);
+    let grpc = grpc.routes().prepare();
     // Outermost first. The content type is checked before gRPC-Web translation (which would answer 400 over
     // HTTP/1.1 and pass other types through over HTTP/2); framing after it, so that it sees gRPC-Web bodies
     // translated, and after the log, so that refused calls are logged like any other.
-    let layers = tower::ServiceBuilder::new()
+    let grpc = tower::ServiceBuilder::new()
+        .map_request(|request: http::Request<axum::body::Body>| request.map(tonic::body::Body::new))
         .layer(cors())
         .layer(ContentTypeLayer)
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(RpcLogLayer)
         .layer(UnaryFramingLayer { max_message_bytes: limits.max_message_bytes })
-        .into_inner();
+        .service(grpc);
+    // The one router: HTTP routes by path, gRPC for the rest (a request for an unknown path with a non-gRPC
+    // content type still meets the 415 of the gRPC side).
+    let router = super::oauth::routes(services).layer(HttpLogLayer).fallback_service(grpc);
 
     Server::builder()
         .accept_http1(true)
@@ -111,13 +125,7 @@ pub async fn serve(
         .load_shed(true)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-        .layer(layers)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(admin)
-        .add_service(management)
-        .add_service(api_keys)
+        .add_routes(Routes::from(router))
         .serve_with_incoming_shutdown(Incoming::new(listener), shutdown)
         .await?;
     Ok(())

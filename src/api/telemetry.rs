@@ -76,3 +76,63 @@ where
         )
     }
 }
+
+/// One log event per HTTP request to the plain-HTTP routes (OAuth, metadata): method, path (never the query),
+/// HTTP status, latency and organization; at debug level for 401, which anyone can cause. Never a header or a
+/// body: they carry assertions and tokens.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpLogLayer;
+
+impl<S> Layer<S> for HttpLogLayer {
+    type Service = HttpLog<S>;
+
+    fn layer(&self, inner: S) -> HttpLog<S> {
+        HttpLog { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpLog<S> {
+    inner: S,
+}
+
+impl<S, B, R> Service<http::Request<B>> for HttpLog<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: std::fmt::Display,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let span = tracing::info_span!(
+            "http",
+            method = %request.method(),
+            path = %request.uri().path(),
+            org = tracing::field::Empty
+        );
+        let started = Instant::now();
+        let response = self.inner.call(request);
+        Box::pin(
+            async move {
+                let result = response.await;
+                let latency_us = started.elapsed().as_micros() as u64;
+                match &result {
+                    Ok(response) if response.status() == http::StatusCode::UNAUTHORIZED => {
+                        tracing::debug!(status = response.status().as_u16(), latency_us, "http")
+                    }
+                    Ok(response) => tracing::info!(status = response.status().as_u16(), latency_us, "http"),
+                    Err(error) => tracing::warn!(%error, latency_us, "http request failed"),
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+}

@@ -82,6 +82,9 @@ struct Args {
     /// The cache capacity of the server verify-api-key-1m measures misses and a working set on.
     #[arg(long, default_value_t = 100_000)]
     cache_capacity: usize,
+    /// Client assertions signed before each OAuth scenario (each call uses one up).
+    #[arg(long, default_value_t = 20_000)]
+    oauth_assertions: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,6 +98,8 @@ enum Scenario {
     /// the memory per cached key (not part of `all`: seeding takes minutes).
     #[value(name = "verify-api-key-1m")]
     VerifyApiKey1m,
+    /// OAuth 2.0: token issuance against raw verify + sign, introspection against health.
+    Oauth,
 }
 
 /// One scenario's figures.
@@ -252,6 +257,7 @@ async fn run(args: Args) -> BenchResult<u64> {
     let run_keys = matches!(args.scenario, Scenario::All | Scenario::Keys);
     let run_reads = matches!(args.scenario, Scenario::All | Scenario::Reads);
     let run_api_keys = matches!(args.scenario, Scenario::All | Scenario::ApiKeys);
+    let run_oauth = matches!(args.scenario, Scenario::All | Scenario::Oauth);
 
     // The baseline for issuance: raw generation on as many threads as the pool has, before keymint starts.
     let keygen =
@@ -276,6 +282,10 @@ async fn run(args: Args) -> BenchResult<u64> {
         usage_flush_ms: 2_000,
         cache_capacity: args.cache_capacity,
         admin_token: Some(token.clone()),
+        issuer: None,
+        access_token_ttl: Duration::from_secs(3600),
+        signing_key_rotation: Duration::from_secs(30 * 86_400),
+        master_key: Some(keymint::crypto::seal::MasterKey::generate()?.to_base64().to_string()),
     };
     let running = app::start(&config).await?;
     let channels = connect(&running, 4).await?;
@@ -377,6 +387,9 @@ async fn run(args: Args) -> BenchResult<u64> {
         let figures = million::run(&running, &config, &target, &args, &health).await?;
         all.extend(figures);
     }
+    if run_oauth {
+        all.extend(oauth_scenarios(&running, &channels, &target, &health, &args, workers).await?);
+    }
     all.push(health);
 
     running.shutdown().await?;
@@ -445,9 +458,11 @@ impl Target {
         let project = client.add_project(target.req(AddProjectRequest { name: "bench".into() })).await?;
         target.project_id = project.into_inner().id;
         let app = client
-            .add_api_app(
-                target.req(AddApiAppRequest { project_id: target.project_id.clone(), name: "bench".into() }),
-            )
+            .add_api_app(target.req(AddApiAppRequest {
+                project_id: target.project_id.clone(),
+                name: "bench".into(),
+                ..Default::default()
+            }))
             .await?;
         target.app_id = app.into_inner().app_id;
         Ok(target)
@@ -508,7 +523,11 @@ async fn wait_for_full_pool(running: &Running) {
 /// project (so that drift hits both alike): a write must cost the same at any history length.
 async fn add_key_by_history(channel: &Channel, seeded: &Target, n: usize) -> BenchResult<(Figures, Figures)> {
     let mut client = ManagementServiceClient::new(channel.clone());
-    let request = AddApiAppRequest { project_id: seeded.project_id.clone(), name: "bench-fresh".into() };
+    let request = AddApiAppRequest {
+        project_id: seeded.project_id.clone(),
+        name: "bench-fresh".into(),
+        ..Default::default()
+    };
     let fresh_app = client.add_api_app(seeded.req(request)).await?.into_inner().app_id;
     let fresh = Target { app_id: fresh_app, ..seeded.clone() };
     let mut figures = [
@@ -838,4 +857,284 @@ async fn revocation_latency(
     let max = figures.latencies_us.iter().max().copied().unwrap_or(0);
     figures.extra.insert("max_ms", max as f64 / 1000.0);
     Ok(figures)
+}
+
+// OAuth 2.0 scenarios. Every token and introspection call needs a fresh client assertion (its jti is single
+// use), and an RSA-2048 signature costs the client about as much CPU as keymint's token signature costs the
+// server: signing them during the run would measure the client. So the assertions are signed before each timed
+// window, `--oauth-assertions` of them, and a scenario ends when they run out or its time is up.
+
+/// An application key as the benchmark signs with it.
+struct BenchClient {
+    client_id: String,
+    key_id: String,
+    signer: Arc<aws_lc_rs::rsa::KeyPair>,
+    /// The SubjectPublicKeyInfo PEM of the key, for the raw baseline.
+    public_pem: String,
+}
+
+async fn bench_client(channels: &[Channel], target: &Target) -> BenchResult<BenchClient> {
+    let mut client = ManagementServiceClient::new(channels[0].clone());
+    let added = client.add_app_key(target.add_key()).await?.into_inner();
+    let file: serde_json::Value = serde_json::from_slice(&added.key_details)?;
+    let pem = file["key"].as_str().ok_or("key file without key")?;
+    let (_, der) = pkcs8::der::pem::decode_vec(pem.as_bytes()).map_err(|e| e.to_string())?;
+    let signer = aws_lc_rs::rsa::KeyPair::from_der(&der).map_err(|e| e.to_string())?;
+    let spki = aws_lc_rs::encoding::AsDer::as_der(aws_lc_rs::signature::KeyPair::public_key(&signer))
+        .map_err(|e| e.to_string())?;
+    let public_pem =
+        pkcs8::der::pem::encode_string("PUBLIC KEY", pkcs8::der::pem::LineEnding::LF, spki.as_ref())
+            .map_err(|e| e.to_string())?;
+    Ok(BenchClient {
+        client_id: file["clientId"].as_str().ok_or("no clientId")?.to_owned(),
+        key_id: file["keyId"].as_str().ok_or("no keyId")?.to_owned(),
+        signer: Arc::new(signer),
+        public_pem,
+    })
+}
+
+/// `n` client assertions for `aud`, signed on every core.
+async fn sign_assertions(
+    client: &BenchClient,
+    aud: &str,
+    n: usize,
+    threads: usize,
+) -> BenchResult<Vec<String>> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let per_thread = n.div_ceil(threads);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (signer, client_id, key_id, aud) =
+                (client.signer.clone(), client.client_id.clone(), client.key_id.clone(), aud.to_owned());
+            tokio::task::spawn_blocking(move || {
+                let rng = aws_lc_rs::rand::SystemRandom::new();
+                (0..per_thread)
+                    .map(|i| {
+                        let header = serde_json::json!({"alg": "RS256", "kid": key_id, "typ": "JWT"});
+                        let claims = serde_json::json!({
+                            "iss": client_id, "sub": client_id, "aud": aud,
+                            "iat": now, "exp": now + 3000, "jti": format!("bench-{t}-{i}-{now}"),
+                        });
+                        let input = keymint::crypto::jws::signing_input(&header, &claims);
+                        let mut signature = vec![0; signer.public_modulus_len()];
+                        signer
+                            .sign(
+                                &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                                &rng,
+                                input.as_bytes(),
+                                &mut signature,
+                            )
+                            .map(|()| keymint::crypto::jws::assemble(input, &signature))
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+        })
+        .collect();
+    let mut assertions = Vec::with_capacity(n);
+    for handle in handles {
+        assertions.extend(handle.await??);
+    }
+    assertions.truncate(n);
+    Ok(assertions)
+}
+
+/// A form POST over a gRPC channel's HTTP/2 connection (the same connections the health baseline uses); the
+/// answer's status and JSON.
+async fn post_form(
+    channel: &Channel,
+    path: &str,
+    params: &[(&str, &str)],
+) -> Option<(u16, serde_json::Value)> {
+    use http_body_util::BodyExt;
+    use tower::{Service, ServiceExt};
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+    let request = http::Request::post(path)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(body))))
+        .ok()?;
+    let mut channel = channel.clone();
+    let response = channel.ready().await.ok()?.call(request).await.ok()?;
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, serde_json::from_slice(&bytes).ok()?))
+}
+
+/// Like `load`, but each call takes the next of `inputs`, and the scenario ends when they run out (its time
+/// then ends with the last call).
+async fn load_inputs<F, Fut>(
+    name: &'static str,
+    concurrency: usize,
+    duration: Duration,
+    inputs: Vec<String>,
+    call: F,
+) -> Figures
+where
+    F: Fn(usize, String) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let inputs = Arc::new(std::sync::Mutex::new(inputs));
+    let call = Arc::new(call);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|worker| {
+            let (call, inputs) = (call.clone(), inputs.clone());
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                while started.elapsed() < duration {
+                    let Some(input) = inputs.lock().ok().and_then(|mut inputs| inputs.pop()) else { break };
+                    let one = Instant::now();
+                    let ok = call(worker, input).await;
+                    samples.push((one.elapsed().as_micros() as u64, ok));
+                }
+                (samples, started.elapsed())
+            })
+        })
+        .collect();
+    let mut figures = Figures { name, ..Figures::default() };
+    for task in tasks {
+        let (samples, ended) = task.await.unwrap_or_default();
+        figures.seconds = figures.seconds.max(ended.as_secs_f64());
+        for (us, ok) in samples {
+            figures.calls += u64::from(ok);
+            figures.errors += u64::from(!ok);
+            figures.latencies_us.push(us);
+        }
+    }
+    figures
+}
+
+/// The server's own cost of a token, without the transport or the store: verify an RS256 assertion and sign an
+/// RS256 token, on as many threads as there are cores, for `duration`.
+async fn raw_verify_and_sign(
+    client: &BenchClient,
+    threads: usize,
+    duration: Duration,
+) -> BenchResult<Figures> {
+    let key = Arc::new(keymint::crypto::public_key::PublicKey::from_spki_pem(&client.public_pem)?);
+    let assertion = sign_assertions(client, "bench", 1, 1).await?.remove(0);
+    let (signing, _) = keymint::crypto::signing_keys::SigningKey::generate("bench")?;
+    let signing = Arc::new(signing);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (key, signing, assertion) = (key.clone(), signing.clone(), assertion.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut samples = Vec::new();
+                while started.elapsed() < duration {
+                    let one = Instant::now();
+                    let ok = keymint::crypto::jws::parse(&assertion).is_ok_and(|parsed| {
+                        key.verify("RS256", parsed.signing_input.as_bytes(), &parsed.signature).is_ok()
+                            && signing
+                                .sign(
+                                    serde_json::json!({"typ": "at+jwt"}),
+                                    &serde_json::Value::Object(parsed.claims),
+                                )
+                                .is_ok()
+                    });
+                    samples.push((one.elapsed().as_micros() as u64, ok));
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut figures = Figures { name: "raw-verify-and-sign", ..Figures::default() };
+    for handle in handles {
+        for (us, ok) in handle.await.unwrap_or_default() {
+            figures.calls += u64::from(ok);
+            figures.errors += u64::from(!ok);
+            figures.latencies_us.push(us);
+        }
+    }
+    figures.seconds = started.elapsed().as_secs_f64();
+    Ok(figures)
+}
+
+/// token (client_credentials), access-token introspection and API-key introspection, each over HTTP/2 at
+/// `concurrency`, with the raw baseline for the token.
+async fn oauth_scenarios(
+    running: &Running,
+    channels: &[Channel],
+    target: &Target,
+    health: &Figures,
+    args: &Args,
+    threads: usize,
+) -> BenchResult<Vec<Figures>> {
+    let duration = Duration::from_secs(args.seconds);
+    let issuer = running.services.oauth_settings().issuer;
+    let client = bench_client(channels, target).await?;
+    let mut all = Vec::new();
+
+    let mut raw = raw_verify_and_sign(&client, threads, duration).await?;
+    raw.print();
+
+    let n = args.oauth_assertions;
+    let assertions = sign_assertions(&client, &issuer, n, threads).await?;
+    let channels_owned = channels.to_vec();
+    let mut token =
+        load_inputs("oauth-token", args.concurrency, duration, assertions, move |worker, assertion| {
+            let channel = channels_owned[worker % channels_owned.len()].clone();
+            async move {
+                let params = [
+                    ("grant_type", "client_credentials"),
+                    ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                    ("client_assertion", assertion.as_str()),
+                ];
+                post_form(&channel, "/oauth/v2/token", &params).await.is_some_and(|(s, _)| s == 200)
+            }
+        })
+        .await;
+    token.extra.insert("ratio_to_raw", token.per_second() / raw.per_second());
+    token.print();
+    raw.extra.insert("threads", threads as f64);
+
+    // One access token, introspected again and again; and one API key (no network limit, no quota).
+    let assertion = sign_assertions(&client, &issuer, 1, 1).await?.remove(0);
+    let params = [
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+        ("client_assertion", assertion.as_str()),
+    ];
+    let (_, answer) = post_form(&channels[0], "/oauth/v2/token", &params).await.ok_or("no token")?;
+    let access_token = answer["access_token"].as_str().ok_or("no access_token")?.to_owned();
+    let mut api_keys = ApiKeyServiceClient::new(channels[0].clone());
+    let secret = api_keys
+        .create_api_key(target.req(CreateApiKeyRequest {
+            title: "introspected".into(),
+            scopes: vec!["bench:read".into()],
+            environment: Environment::Live as i32,
+            ..CreateApiKeyRequest::default()
+        }))
+        .await?
+        .into_inner()
+        .secret;
+    for (name, introspected) in
+        [("oauth-introspect-token", access_token), ("oauth-introspect-api-key", secret)]
+    {
+        let assertions =
+            sign_assertions(&client, &format!("{issuer}/oauth/v2/introspect"), n, threads).await?;
+        let channels_owned = channels.to_vec();
+        let introspected = Arc::new(introspected);
+        let mut figures =
+            load_inputs(name, args.concurrency, duration, assertions, move |worker, assertion| {
+                let channel = channels_owned[worker % channels_owned.len()].clone();
+                let token = introspected.clone();
+                async move {
+                    let params = [
+                        ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                        ("client_assertion", assertion.as_str()),
+                        ("token", token.as_str()),
+                    ];
+                    let answer = post_form(&channel, "/oauth/v2/introspect", &params).await;
+                    answer.is_some_and(|(s, json)| s == 200 && json["active"] == true)
+                }
+            })
+            .await;
+        figures.extra.insert("ratio_to_health", figures.per_second() / health.per_second());
+        figures.print();
+        all.push(figures);
+    }
+    all.insert(0, token);
+    all.insert(0, raw);
+    Ok(all)
 }

@@ -1,9 +1,12 @@
 //! Applications and their keys. An application is one aggregate: creating it is its sequence 1, and every key
 //! added to or removed from it advances its sequence.
 
+use std::collections::HashSet;
+
 use super::{
     DomainError, Event, Timestamp,
     aggregate::Aggregate,
+    api_key::{MAX_SCOPES, is_valid_scope},
     events::{KeyAlgorithm, KeyType},
     validate::Violations,
 };
@@ -22,17 +25,21 @@ pub struct App {
     pub project_id: String,
     pub name: String,
     pub client_id: String,
+    /// The scopes its tokens may carry; empty: any.
+    pub allowed_scopes: Vec<String>,
 }
 
 impl Aggregate for App {
     fn apply(&mut self, event: &Event) {
         match event {
-            Event::AppAdded { project_id, name, client_id } => {
+            Event::AppAdded { project_id, name, client_id, allowed_scopes } => {
                 self.status = Status::Active;
                 self.project_id = project_id.clone();
                 self.name = name.clone();
                 self.client_id = client_id.clone();
+                self.allowed_scopes = allowed_scopes.clone();
             }
+            Event::AppUpdated { allowed_scopes } => self.allowed_scopes = allowed_scopes.clone(),
             // Which keys are live is not part of the state: an app may hold any number of keys, and the one rule
             // that needs it (a key is removed once) is given the answer by the caller.
             Event::AppRemoved { .. } => self.status = Status::Removed,
@@ -65,9 +72,11 @@ impl App {
         project_id: &str,
         project_name: &str,
         name: &str,
+        allowed_scopes: &[String],
     ) -> Result<Vec<Event>, DomainError> {
         let mut violations = Violations::new();
         violations.name("name", name);
+        let allowed_scopes = validate_allowed_scopes(allowed_scopes, &mut violations);
         violations.into_result()?;
         if self.status != Status::Absent {
             return Err(DomainError::already_exists("APP_ALREADY_EXISTS", "the application exists"));
@@ -76,7 +85,41 @@ impl App {
             project_id: project_id.to_owned(),
             name: name.trim().to_owned(),
             client_id: App::client_id(app_id, project_name),
+            allowed_scopes,
         }])
+    }
+
+    /// Replaces the scopes the application's tokens may carry (empty: any). Nothing changes, nothing is written.
+    pub fn update(
+        &self,
+        app_id: &str,
+        project_id: &str,
+        allowed_scopes: &[String],
+    ) -> Result<Vec<Event>, DomainError> {
+        let mut violations = Violations::new();
+        let allowed_scopes = validate_allowed_scopes(allowed_scopes, &mut violations);
+        violations.into_result()?;
+        self.ensure_active(app_id, project_id)?;
+        if allowed_scopes == self.allowed_scopes {
+            return Ok(vec![]);
+        }
+        Ok(vec![Event::AppUpdated { allowed_scopes }])
+    }
+
+    /// Revokes one of the application's access tokens; one revoked before is not revoked again.
+    pub fn revoke_token(
+        &self,
+        app_id: &str,
+        project_id: &str,
+        jti: &str,
+        expires_at: i64,
+        already_revoked: bool,
+    ) -> Result<Vec<Event>, DomainError> {
+        self.ensure_active(app_id, project_id)?;
+        if already_revoked {
+            return Ok(vec![]);
+        }
+        Ok(vec![Event::AppTokenRevoked { jti: jti.to_owned(), expires_at }])
     }
 
     /// Checks that the application is live in the given project; anything else is NOT_FOUND to the caller.
@@ -128,6 +171,27 @@ impl App {
     }
 }
 
+/// At most MAX_SCOPES well-formed scopes (`resource:action`, as API keys have them), duplicates dropped.
+fn validate_allowed_scopes(scopes: &[String], violations: &mut Violations) -> Vec<String> {
+    if scopes.len() > MAX_SCOPES {
+        violations.add("allowed_scopes", format!("at most {MAX_SCOPES} scopes"));
+        return vec![];
+    }
+    let mut seen = HashSet::new();
+    let mut unique = Vec::with_capacity(scopes.len());
+    for (i, scope) in scopes.iter().enumerate() {
+        if !is_valid_scope(scope) {
+            violations.add(
+                &format!("allowed_scopes[{i}]"),
+                "scopes look like resource:action: lowercase letters, digits, _ - . on either side of one colon",
+            );
+        } else if seen.insert(scope.as_str()) {
+            unique.push(scope.clone());
+        }
+    }
+    unique
+}
+
 /// A key must expire after it is created.
 pub fn check_expiration(expiration: Timestamp, now: Timestamp) -> Result<(), DomainError> {
     if expiration > now {
@@ -171,6 +235,7 @@ mod tests {
             project_id: "p".into(),
             name: "api".into(),
             client_id: "a@billing".into(),
+            allowed_scopes: vec![],
         }])
     }
 
@@ -204,6 +269,33 @@ mod tests {
             app.state.add_key("a", "p", new_key("k", Timestamp::NEVER), NOW),
             Err(DomainError::NotFound { reason: "APP_NOT_FOUND", .. })
         ));
+    }
+
+    #[test]
+    fn allowed_scopes_are_checked_and_an_unchanged_list_writes_nothing() {
+        let app = live_app();
+        let scopes = vec!["invoices:read".to_owned(), "invoices:read".to_owned()];
+        let updated = app.state.update("a", "p", &scopes);
+        assert_eq!(updated, Ok(vec![Event::AppUpdated { allowed_scopes: vec!["invoices:read".into()] }]));
+        assert_eq!(app.state.update("a", "p", &[]), Ok(vec![]), "already any scope");
+        assert!(matches!(
+            app.state.update("a", "p", &["Bad Scope".to_owned()]),
+            Err(DomainError::InvalidArgument(v)) if v[0].field == "allowed_scopes[0]"
+        ));
+        let added = App::default().add("a", "p", "billing", "api", &["x:y".to_owned()]);
+        assert!(
+            matches!(added.as_deref(), Ok([Event::AppAdded { allowed_scopes, .. }]) if allowed_scopes == &["x:y"])
+        );
+    }
+
+    #[test]
+    fn a_token_is_revoked_once() {
+        let app = live_app();
+        assert_eq!(
+            app.state.revoke_token("a", "p", "j", 5, false),
+            Ok(vec![Event::AppTokenRevoked { jti: "j".into(), expires_at: 5 }])
+        );
+        assert_eq!(app.state.revoke_token("a", "p", "j", 5, true), Ok(vec![]));
     }
 
     #[test]

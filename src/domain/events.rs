@@ -12,7 +12,12 @@ pub enum AggregateType {
     App,
     Credential,
     ApiKey,
+    /// keymint's own token-signing keys: one aggregate for the instance (see `SIGNING_KEYS_ID`).
+    SigningKeys,
 }
+
+/// The ID of the one aggregate that holds keymint's token-signing keys.
+pub const SIGNING_KEYS_ID: &str = "instance";
 
 impl AggregateType {
     pub fn as_str(self) -> &'static str {
@@ -22,6 +27,7 @@ impl AggregateType {
             AggregateType::App => "app",
             AggregateType::Credential => "credential",
             AggregateType::ApiKey => "apikey",
+            AggregateType::SigningKeys => "signing_keys",
         }
     }
 }
@@ -81,6 +87,18 @@ pub enum Event {
         project_id: String,
         name: String,
         client_id: String,
+        /// The scopes its tokens may carry; empty: any.
+        allowed_scopes: Vec<String>,
+    },
+    AppUpdated {
+        /// The scopes its tokens may carry from now on; empty: any.
+        allowed_scopes: Vec<String>,
+    },
+    /// An access token of the application was revoked (RFC 7009): refused until it would have expired anyway.
+    AppTokenRevoked {
+        jti: String,
+        /// When the token expires, in seconds since the Unix epoch.
+        expires_at: i64,
     },
     AppKeyAdded {
         key_id: String,
@@ -122,6 +140,13 @@ pub enum Event {
     },
     /// Revoked for good; the record stays.
     ApiKeyDeleted,
+    /// A new token-signing key, which signs from now on. Its private half is sealed under the master key.
+    SigningKeyAdded {
+        kid: String,
+        algorithm: String,
+        /// base64 of AES-256-GCM nonce, ciphertext and tag of the PKCS#8 DER private key; the kid is the AAD.
+        sealed_private_key: String,
+    },
 }
 
 // The stored JSON of each event, one struct per event type; field names are part of the stored format.
@@ -168,6 +193,29 @@ mod payload {
         pub project_id: String,
         pub name: String,
         pub client_id: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub allowed_scopes: Vec<String>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct AppUpdated {
+        pub allowed_scopes: Vec<String>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct AppTokenRevoked {
+        pub jti: String,
+        pub expires_at: i64,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct SigningKeyAdded {
+        pub kid: String,
+        pub algorithm: String,
+        pub sealed_private_key: String,
     }
 
     #[derive(Serialize, Deserialize)]
@@ -224,6 +272,8 @@ impl Event {
             Event::ProjectAdded { .. } => "project.added",
             Event::ProjectRemoved => "project.removed",
             Event::AppAdded { .. } => "app.added",
+            Event::AppUpdated { .. } => "app.updated",
+            Event::AppTokenRevoked { .. } => "app.token.revoked",
             Event::AppKeyAdded { .. } => "app.key.added",
             Event::AppKeyRemoved { .. } => "app.key.removed",
             Event::AppRemoved { .. } => "app.removed",
@@ -232,6 +282,7 @@ impl Event {
             Event::ApiKeyUpdated { .. } => "apikey.updated",
             Event::ApiKeyRolled { .. } => "apikey.rolled",
             Event::ApiKeyDeleted => "apikey.deleted",
+            Event::SigningKeyAdded { .. } => "signing_key.added",
         }
     }
 
@@ -242,8 +293,17 @@ impl Event {
                 serde_json::to_string(&payload::Named { name })
             }
             Event::ProjectRemoved | Event::ApiKeyDeleted => serde_json::to_string(&payload::Empty {}),
-            Event::AppAdded { project_id, name, client_id } => {
-                serde_json::to_string(&payload::AppAdded { project_id, name, client_id })
+            Event::AppAdded { project_id, name, client_id, allowed_scopes } => {
+                serde_json::to_string(&payload::AppAdded { project_id, name, client_id, allowed_scopes })
+            }
+            Event::AppUpdated { allowed_scopes } => {
+                serde_json::to_string(&payload::AppUpdated { allowed_scopes })
+            }
+            Event::AppTokenRevoked { jti, expires_at } => {
+                serde_json::to_string(&payload::AppTokenRevoked { jti, expires_at })
+            }
+            Event::SigningKeyAdded { kid, algorithm, sealed_private_key } => {
+                serde_json::to_string(&payload::SigningKeyAdded { kid, algorithm, sealed_private_key })
             }
             Event::AppKeyAdded { key_id, key_type, expiration, public_key, algorithm, supplied } => {
                 serde_json::to_string(&payload::AppKeyAdded {
@@ -290,7 +350,19 @@ impl Event {
                 project_id: p.project_id,
                 name: p.name,
                 client_id: p.client_id,
+                allowed_scopes: p.allowed_scopes,
             }),
+            "app.updated" => parse::<payload::AppUpdated>(payload)
+                .map(|p| Event::AppUpdated { allowed_scopes: p.allowed_scopes }),
+            "app.token.revoked" => parse::<payload::AppTokenRevoked>(payload)
+                .map(|p| Event::AppTokenRevoked { jti: p.jti, expires_at: p.expires_at }),
+            "signing_key.added" => {
+                parse::<payload::SigningKeyAdded>(payload).map(|p| Event::SigningKeyAdded {
+                    kid: p.kid,
+                    algorithm: p.algorithm,
+                    sealed_private_key: p.sealed_private_key,
+                })
+            }
             "app.key.added" => parse::<payload::AppKeyAdded>(payload).map(|p| Event::AppKeyAdded {
                 key_id: p.key_id,
                 key_type: p.key_type,
@@ -335,7 +407,25 @@ mod tests {
             Event::OrgAdded { name: "acme".into() },
             Event::ProjectAdded { name: "billing".into() },
             Event::ProjectRemoved,
-            Event::AppAdded { project_id: "1".into(), name: "api".into(), client_id: "2@billing".into() },
+            Event::AppAdded {
+                project_id: "1".into(),
+                name: "api".into(),
+                client_id: "2@billing".into(),
+                allowed_scopes: vec![],
+            },
+            Event::AppAdded {
+                project_id: "1".into(),
+                name: "api".into(),
+                client_id: "2@billing".into(),
+                allowed_scopes: vec!["invoices:read".into()],
+            },
+            Event::AppUpdated { allowed_scopes: vec!["a:b".into()] },
+            Event::AppTokenRevoked { jti: "9".into(), expires_at: 1_764_000_000 },
+            Event::SigningKeyAdded {
+                kid: "5".into(),
+                algorithm: "RS256".into(),
+                sealed_private_key: "c2VhbGVk".into(),
+            },
             Event::AppKeyAdded {
                 key_id: "3".into(),
                 key_type: KeyType::Json,

@@ -3,11 +3,13 @@
 pub mod aggregate;
 pub mod api_key;
 pub mod app;
+pub mod assertion;
 pub mod cidr;
 pub mod error;
 pub mod events;
 pub mod ids;
 pub mod lease;
+pub mod oauth;
 pub mod org;
 pub mod principal;
 pub mod project;

@@ -414,7 +414,7 @@ impl Drop for PendingTokenFile {
 }
 
 /// Writes a secret to a new file that only its owner may read, and makes it durable.
-fn write_secret_file(path: &Path, secret: &Zeroizing<String>) -> Result<()> {
+pub(super) fn write_secret_file(path: &Path, secret: &Zeroizing<String>) -> Result<()> {
     use std::io::Write;
     let fail = |e: std::io::Error| Error::Internal(format!("cannot write {}: {e}", path.display()));
     let mut options = std::fs::OpenOptions::new();

@@ -20,7 +20,13 @@ pub struct AddedApp {
 }
 
 impl Services {
-    pub async fn add_api_app(&self, caller: &Caller, project_id: &str, name: &str) -> Result<AddedApp> {
+    pub async fn add_api_app(
+        &self,
+        caller: &Caller,
+        project_id: &str,
+        name: &str,
+        allowed_scopes: &[String],
+    ) -> Result<AddedApp> {
         let project = self.project(caller, project_id).await?;
         let app_id = self.new_id();
         let target = app_target(caller, &app_id);
@@ -28,7 +34,7 @@ impl Services {
         let written = self
             .command::<App, _, _>(target, |app| async move {
                 // The domain checks the name first: a store must not be asked about a name it cannot hold (NUL).
-                let events = app.state.add(app_id_ref, project_id, project_name, name)?;
+                let events = app.state.add(app_id_ref, project_id, project_name, name, allowed_scopes)?;
                 if self.store.app_by_name(project_id, name.trim()).await?.is_some() {
                     return Err(DomainError::already_exists(
                         "APP_NAME_TAKEN",
@@ -72,6 +78,22 @@ impl Services {
         .await
     }
 
+    /// Replaces the scopes the application's tokens may carry (empty: any). Tokens issued before keep theirs.
+    pub async fn update_api_app(
+        &self,
+        caller: &Caller,
+        project_id: &str,
+        app_id: &str,
+        allowed_scopes: &[String],
+    ) -> Result<Written> {
+        self.project(caller, project_id).await?;
+        let load = || self.app_state(caller, project_id, app_id);
+        self.command_from(app_target(caller, app_id), load, |app| async move {
+            Ok(app.state.update(app_id, project_id, allowed_scopes)?)
+        })
+        .await
+    }
+
     /// The application's state as its read model holds it, at the sequence of its last event: what every rule
     /// of an existing app needs, read in one row. Replaying its events instead would cost a row per key ever
     /// added. A removed app, or one of another project or organization, has no row and loads as absent.
@@ -81,11 +103,22 @@ impl Services {
         project_id: &str,
         app_id: &str,
     ) -> Result<Loaded<App>> {
-        let Some(row) = self.store.app(&caller.org_id, project_id, app_id).await? else {
+        self.app_state_of(&caller.org_id, project_id, app_id).await
+    }
+
+    /// `app_state` for a caller known only by its organization (an application acting on itself).
+    pub(super) async fn app_state_of(
+        &self,
+        org_id: &str,
+        project_id: &str,
+        app_id: &str,
+    ) -> Result<Loaded<App>> {
+        let Some(row) = self.store.app(org_id, project_id, app_id).await? else {
             return Ok(Loaded::default());
         };
         let state = App {
             status: app::Status::Active,
+            allowed_scopes: row.scopes(),
             project_id: row.project_id,
             name: row.name,
             client_id: row.client_id,

@@ -2,7 +2,7 @@
 
 use crate::{
     crypto::CryptoError,
-    domain::DomainError,
+    domain::{DomainError, oauth::OAuthError},
     store::{StoreError, Unwritable},
 };
 
@@ -11,6 +11,9 @@ pub enum Error {
     /// A rule of the domain refused the command (invalid input, missing object, name taken, …).
     #[error(transparent)]
     Domain(#[from] DomainError),
+    /// An OAuth endpoint's refusal (RFC 6749 §5.2), answered as its JSON error.
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
     /// No credential, or one keymint does not know.
     #[error("{0}")]
     Unauthenticated(&'static str),

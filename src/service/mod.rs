@@ -9,8 +9,12 @@ mod bounded;
 mod cache;
 mod error;
 pub mod keys;
+pub mod oauth;
+mod oauth_clients;
 pub mod orgs;
 pub mod projects;
+pub mod signing_keys;
+mod used_assertions;
 pub mod verify;
 
 use std::{
@@ -58,6 +62,10 @@ pub struct Services {
     keys_read: cache::KeyCache,
     api_keys_read: verify::ApiKeyCache,
     meters: verify::Meters,
+    oauth: oauth::OAuthConfig,
+    oauth_clients: oauth_clients::OAuthClients,
+    used_assertions: used_assertions::AssertionLog,
+    signing_keys: signing_keys::SigningKeys,
     /// Whether the change feed delivers every change other processes commit (always, without other processes).
     feed_live: AtomicBool,
 }
@@ -111,6 +119,10 @@ impl Services {
             keys_read: cache::KeyCache::new(DEFAULT_CACHE_CAPACITY),
             api_keys_read: verify::ApiKeyCache::new(DEFAULT_CACHE_CAPACITY),
             meters: verify::Meters::new(DEFAULT_CACHE_CAPACITY),
+            oauth: Default::default(),
+            oauth_clients: Default::default(),
+            used_assertions: Default::default(),
+            signing_keys: Default::default(),
             feed_live: AtomicBool::new(true),
         }
     }
@@ -139,6 +151,8 @@ impl Services {
                         self.unknown_credentials.clear();
                         self.keys_read.clear();
                         self.api_keys_read.clear();
+                        self.oauth_clients.clear();
+                        self.signing_keys.mark_stale();
                         self.feed_live.store(true, Ordering::Release);
                     }
                 }
@@ -251,9 +265,13 @@ impl Services {
     fn invalidate(&self, aggregate_type: &str, id: &str) {
         self.keys_read.invalidate(aggregate_type, id);
         self.api_keys_read.invalidate(aggregate_type, id);
+        self.oauth_clients.invalidate(aggregate_type, id);
         // A refused secret may belong to the credential or API key just written.
         if [AggregateType::Credential, AggregateType::ApiKey].iter().any(|t| t.as_str() == aggregate_type) {
             self.unknown_credentials.clear();
+        }
+        if aggregate_type == AggregateType::SigningKeys.as_str() {
+            self.signing_keys.mark_stale();
         }
     }
 

@@ -21,8 +21,9 @@ use crate::domain::{
 };
 
 use super::{
-    ApiKeyQuery, ApiKeyRow, AppKeyRow, AppRow, Append, ChangeFeed, CredentialRow, EventRange, EventStore,
-    Listed, OrgRow, Page, ProjectRow, RecordedEvent, Result, SecretMatch, StoreError, UsageDelta,
+    ApiKeyQuery, ApiKeyRow, AppKeyRow, AppPublicKey, AppRow, Append, ChangeFeed, CredentialRow, EventRange,
+    EventStore, Listed, OrgRow, Page, ProjectRow, RecordedEvent, Result, SecretMatch, StoreError, UsageDelta,
+    UsedAssertion,
 };
 
 /// How often an open circuit asks the database whether it is back, and how long one probe may take.
@@ -208,6 +209,21 @@ impl EventStore for Guarded {
     }
     async fn app_in_org(&self, org_id: &str, app_id: &str) -> Result<bool> {
         self.guard(self.inner.app_in_org(org_id, app_id)).await
+    }
+    async fn oauth_client(&self, app_id: &str) -> Result<Option<AppRow>> {
+        self.guard(self.inner.oauth_client(app_id)).await
+    }
+    async fn app_public_key(&self, app_id: &str, key_id: &str) -> Result<Option<AppPublicKey>> {
+        self.guard(self.inner.app_public_key(app_id, key_id)).await
+    }
+    async fn use_assertions(&self, used: &[UsedAssertion]) -> Result<Vec<bool>> {
+        self.guard(self.inner.use_assertions(used)).await
+    }
+    async fn token_revoked(&self, jti: &str) -> Result<bool> {
+        self.guard(self.inner.token_revoked(jti)).await
+    }
+    async fn prune_expired_tokens(&self, now_secs: i64) -> Result<u64> {
+        self.guard(self.inner.prune_expired_tokens(now_secs)).await
     }
     async fn api_key(&self, org_id: &str, id: &str) -> Result<Option<ApiKeyRow>> {
         self.guard(self.inner.api_key(org_id, id)).await

@@ -195,8 +195,35 @@ pub struct AppRow {
     pub project_id: String,
     pub name: String,
     pub client_id: String,
+    /// The scopes its tokens may carry, as a JSON array; empty: any.
+    pub allowed_scopes: String,
     #[sqlx(flatten)]
     pub details: RowDetails,
+}
+
+impl AppRow {
+    /// The allowed scopes (a row the projection wrote always holds a JSON array).
+    pub fn scopes(&self) -> Vec<String> {
+        serde_json::from_str(&self.allowed_scopes).unwrap_or_default()
+    }
+}
+
+/// An assertion's `jti`, to be accepted once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsedAssertion {
+    pub client_id: String,
+    pub jti: String,
+    /// Seconds since the epoch: the assertion's `exp`.
+    pub expires_at: i64,
+}
+
+/// A live application key's public half and expiry, as assertions are checked against it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AppPublicKey {
+    /// SubjectPublicKeyInfo PEM.
+    pub public_key: String,
+    /// Microseconds since the epoch.
+    pub expires_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -383,6 +410,18 @@ pub trait EventStore: Send + Sync + 'static {
     async fn credential_count(&self) -> Result<u64>;
     /// Whether a live application with this ID belongs to the organization.
     async fn app_in_org(&self, org_id: &str, app_id: &str) -> Result<bool>;
+
+    /// A live application by its ID alone, in any organization: the client an OAuth request names.
+    async fn oauth_client(&self, app_id: &str) -> Result<Option<AppRow>>;
+    /// The public key and expiry of a live application key.
+    async fn app_public_key(&self, app_id: &str, key_id: &str) -> Result<Option<AppPublicKey>>;
+    /// Records assertions' `jti`s, each until its assertion expires, in one transaction; for each, false if it was
+    /// used before (by this process or another, or earlier in the batch): the primary key decides.
+    async fn use_assertions(&self, used: &[UsedAssertion]) -> Result<Vec<bool>>;
+    /// Whether an access token was revoked.
+    async fn token_revoked(&self, jti: &str) -> Result<bool>;
+    /// Forgets used assertions and revoked tokens that expired before `now_secs`; returns how many.
+    async fn prune_expired_tokens(&self, now_secs: i64) -> Result<u64>;
 
     async fn api_key(&self, org_id: &str, id: &str) -> Result<Option<ApiKeyRow>>;
     /// Up to `query.limit` keys, newest first, after or before the cursor.

@@ -10,7 +10,7 @@ use super::{RecordedEvent, StoreError};
 
 /// The read-model tables, in the order a rebuild empties and a snapshot reads them.
 pub const TABLES: &[&str] =
-    &["orgs", "projects", "apps", "app_keys", "credentials", "api_keys", "api_key_secrets"];
+    &["orgs", "projects", "apps", "app_keys", "credentials", "api_keys", "api_key_secrets", "revoked_tokens"];
 
 /// One change to the read models. Every change also carries the event's aggregate ID, sequence and time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,10 +23,21 @@ pub enum Change {
     },
     /// Deletes the project with its applications and their keys.
     DeleteProject,
+    /// `allowed_scopes` is a JSON array.
     InsertApp {
         project_id: String,
         name: String,
         client_id: String,
+        allowed_scopes: String,
+    },
+    /// Replaces the application's allowed scopes (a JSON array).
+    UpdateAppScopes {
+        allowed_scopes: String,
+    },
+    /// Records a revoked access token of the application until it expires (seconds since the epoch).
+    InsertRevokedToken {
+        jti: String,
+        expires_at: i64,
     },
     /// Records the application's new sequence and change time, and how many keys it gained (or lost: -1).
     TouchApp {
@@ -81,9 +92,20 @@ pub fn changes_of(recorded: &RecordedEvent) -> Result<Vec<Change>, StoreError> {
         Event::OrgAdded { name } => vec![Change::InsertOrg { name }],
         Event::ProjectAdded { name } => vec![Change::InsertProject { name }],
         Event::ProjectRemoved => vec![Change::DeleteProject],
-        Event::AppAdded { project_id, name, client_id } => {
-            vec![Change::InsertApp { project_id, name, client_id }]
+        Event::AppAdded { project_id, name, client_id, allowed_scopes } => {
+            vec![Change::InsertApp { project_id, name, client_id, allowed_scopes: json(&allowed_scopes) }]
         }
+        Event::AppUpdated { allowed_scopes } => {
+            vec![
+                Change::UpdateAppScopes { allowed_scopes: json(&allowed_scopes) },
+                Change::TouchApp { keys_added: 0 },
+            ]
+        }
+        Event::AppTokenRevoked { jti, expires_at } => {
+            vec![Change::InsertRevokedToken { jti, expires_at }, Change::TouchApp { keys_added: 0 }]
+        }
+        // The signing keys are read from their events (a handful per year), never from a read model.
+        Event::SigningKeyAdded { .. } => vec![],
         Event::AppKeyAdded { key_id, key_type, expiration, public_key, algorithm, supplied } => vec![
             Change::InsertAppKey {
                 key_id,

@@ -39,24 +39,29 @@ pub const INSERT_PROJECT: &str = "INSERT INTO projects \
 // Each parent row counts its children (`project_count`, `app_count`, `key_count`), so that a list's total is one
 // row read, not a COUNT over the whole set: these statements keep the counts with the rows they count.
 pub const COUNT_PROJECT_IN_ORG: &str = "UPDATE orgs SET project_count = project_count + 1 WHERE id = $1";
-pub const DELETE_PROJECT: [&str; 4] = [
+pub const DELETE_PROJECT: [&str; 5] = [
     "UPDATE orgs SET project_count = project_count - 1 WHERE id = (SELECT org_id FROM projects WHERE id = $1)",
+    "DELETE FROM revoked_tokens WHERE app_id IN (SELECT id FROM apps WHERE project_id = $1)",
     "DELETE FROM app_keys WHERE project_id = $1",
     "DELETE FROM apps WHERE project_id = $1",
     "DELETE FROM projects WHERE id = $1",
 ];
 pub const INSERT_APP: &str = "INSERT INTO apps \
-    (id, org_id, project_id, name, client_id, sequence, created_at, changed_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $7)";
+    (id, org_id, project_id, name, client_id, sequence, created_at, changed_at, allowed_scopes) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)";
 pub const COUNT_APP_IN_PROJECT: &str = "UPDATE projects SET app_count = app_count + 1 WHERE id = $1";
+pub const UPDATE_APP_SCOPES: &str = "UPDATE apps SET allowed_scopes = $2 WHERE id = $1";
+pub const INSERT_REVOKED_TOKEN: &str =
+    "INSERT INTO revoked_tokens (jti, app_id, expires_at) VALUES ($2, $1, $3)";
 pub const TOUCH_APP: &str =
     "UPDATE apps SET sequence = $2, changed_at = $3, key_count = key_count + $4 WHERE id = $1";
 pub const INSERT_APP_KEY: &str = "INSERT INTO app_keys \
     (id, org_id, project_id, app_id, key_type, expires_at, public_key, algorithm, supplied, sequence, created_at, \
     changed_at) SELECT $2, org_id, project_id, $1, $3, $4, $5, $6, $7, $8, $9, $9 FROM apps WHERE id = $1";
 pub const DELETE_APP_KEY: &str = "DELETE FROM app_keys WHERE app_id = $1 AND id = $2";
-pub const DELETE_APP: [&str; 3] = [
+pub const DELETE_APP: [&str; 4] = [
     "UPDATE projects SET app_count = app_count - 1 WHERE id = (SELECT project_id FROM apps WHERE id = $1)",
+    "DELETE FROM revoked_tokens WHERE app_id = $1",
     "DELETE FROM app_keys WHERE app_id = $1",
     "DELETE FROM apps WHERE id = $1",
 ];
@@ -89,11 +94,29 @@ pub const PROJECT: &str = "SELECT id, name, org_id, sequence, created_at, change
 pub const PROJECT_BY_NAME: &str = "SELECT id, name, org_id, sequence, created_at, changed_at \
     FROM projects WHERE org_id = $1 AND name = $2";
 pub const COUNT_PROJECTS: &str = "SELECT project_count FROM orgs WHERE id = $1";
-const APP_COLUMNS: &str = "id, project_id, name, client_id, org_id, sequence, created_at, changed_at";
-pub const APP: &str = "SELECT id, project_id, name, client_id, org_id, sequence, created_at, changed_at \
-    FROM apps WHERE org_id = $1 AND project_id = $2 AND id = $3";
-pub const APP_BY_NAME: &str = "SELECT id, project_id, name, client_id, org_id, sequence, created_at, \
-    changed_at FROM apps WHERE project_id = $1 AND name = $2";
+const APP_COLUMNS: &str =
+    "id, project_id, name, client_id, allowed_scopes, org_id, sequence, created_at, changed_at";
+pub const APP: &str = "SELECT id, project_id, name, client_id, allowed_scopes, org_id, sequence, created_at, \
+    changed_at FROM apps WHERE org_id = $1 AND project_id = $2 AND id = $3";
+pub const APP_BY_NAME: &str = "SELECT id, project_id, name, client_id, allowed_scopes, org_id, sequence, \
+    created_at, changed_at FROM apps WHERE project_id = $1 AND name = $2";
+pub const OAUTH_CLIENT: &str = "SELECT id, project_id, name, client_id, allowed_scopes, org_id, sequence, \
+    created_at, changed_at FROM apps WHERE id = $1";
+pub const APP_PUBLIC_KEY: &str = "SELECT public_key, expires_at FROM app_keys WHERE app_id = $1 AND id = $2";
+/// Records `rows` assertions in one statement, returning those that were new. A taken one is not an error: a
+/// replay is an expected answer, and PostgreSQL would log every unique violation.
+pub fn use_assertions(rows: usize) -> String {
+    let values: Vec<String> =
+        (0..rows).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
+    format!(
+        "INSERT INTO used_assertions (client_id, jti, expires_at) VALUES {} ON CONFLICT DO NOTHING \
+         RETURNING client_id, jti",
+        values.join(", ")
+    )
+}
+pub const TOKEN_REVOKED: &str = "SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1";
+pub const PRUNE_EXPIRED_TOKENS: [&str; 2] =
+    ["DELETE FROM used_assertions WHERE expires_at < $1", "DELETE FROM revoked_tokens WHERE expires_at < $1"];
 pub const COUNT_APPS: &str = "SELECT app_count FROM projects WHERE org_id = $1 AND id = $2";
 const APP_KEY_COLUMNS: &str = "id, app_id, key_type, expires_at, public_key, algorithm, supplied, org_id, sequence, created_at, changed_at";
 pub const APP_KEY: &str = "SELECT id, app_id, key_type, expires_at, public_key, algorithm, supplied, org_id, \
@@ -301,13 +324,13 @@ where
 }
 
 /// Every row of each read model as one line of text, for comparing live and rebuilt models.
-pub const SNAPSHOT: [&str; 7] = [
+pub const SNAPSHOT: [&str; 8] = [
     "SELECT id || '|' || name || '|' || sequence || '|' || created_at || '|' || changed_at || '|' \
      || project_count FROM orgs ORDER BY id",
     "SELECT id || '|' || org_id || '|' || name || '|' || sequence || '|' || created_at || '|' || changed_at \
      || '|' || app_count FROM projects ORDER BY id",
-    "SELECT id || '|' || org_id || '|' || project_id || '|' || name || '|' || client_id || '|' || sequence \
-     || '|' || created_at || '|' || changed_at || '|' || key_count FROM apps ORDER BY id",
+    "SELECT id || '|' || org_id || '|' || project_id || '|' || name || '|' || client_id || '|' || allowed_scopes \
+     || '|' || sequence || '|' || created_at || '|' || changed_at || '|' || key_count FROM apps ORDER BY id",
     "SELECT id || '|' || org_id || '|' || project_id || '|' || app_id || '|' || key_type || '|' || expires_at \
      || '|' || public_key || '|' || algorithm || '|' || supplied || '|' || sequence || '|' || created_at || '|' \
      || changed_at FROM app_keys ORDER BY id",
@@ -318,6 +341,7 @@ pub const SNAPSHOT: [&str; 7] = [
      || '|' || sequence || '|' || created_at || '|' || changed_at FROM api_keys ORDER BY id",
     "SELECT secret_hash || '|' || key_id || '|' || COALESCE(expires_at, 0) FROM api_key_secrets \
      ORDER BY secret_hash",
+    "SELECT jti || '|' || app_id || '|' || expires_at FROM revoked_tokens ORDER BY jti",
 ];
 
 pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
@@ -369,7 +393,7 @@ macro_rules! impl_event_store {
                                 sqlx::query(statement).bind(id).execute(&mut *conn).await?;
                             }
                         }
-                        Change::InsertApp { project_id, name, client_id } => {
+                        Change::InsertApp { project_id, name, client_id, allowed_scopes } => {
                             sqlx::query(sql::INSERT_APP)
                                 .bind(id)
                                 .bind(owner)
@@ -378,10 +402,26 @@ macro_rules! impl_event_store {
                                 .bind(client_id)
                                 .bind(seq)
                                 .bind(at)
+                                .bind(allowed_scopes)
                                 .execute(&mut *conn)
                                 .await?;
                             sqlx::query(sql::COUNT_APP_IN_PROJECT)
                                 .bind(project_id)
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                        Change::UpdateAppScopes { allowed_scopes } => {
+                            sqlx::query(sql::UPDATE_APP_SCOPES)
+                                .bind(id)
+                                .bind(allowed_scopes)
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                        Change::InsertRevokedToken { jti, expires_at } => {
+                            sqlx::query(sql::INSERT_REVOKED_TOKEN)
+                                .bind(id)
+                                .bind(jti)
+                                .bind(expires_at)
                                 .execute(&mut *conn)
                                 .await?;
                         }
@@ -838,6 +878,66 @@ macro_rules! impl_event_store {
                     .fetch_one(&self.read)
                     .await?;
                 Ok(found > 0)
+            }
+
+            async fn oauth_client(
+                &self,
+                app_id: &str,
+            ) -> $crate::store::Result<Option<$crate::store::AppRow>> {
+                Ok(sqlx::query_as($crate::store::sql::OAUTH_CLIENT)
+                    .bind(app_id)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
+            async fn app_public_key(
+                &self,
+                app_id: &str,
+                key_id: &str,
+            ) -> $crate::store::Result<Option<$crate::store::AppPublicKey>> {
+                Ok(sqlx::query_as($crate::store::sql::APP_PUBLIC_KEY)
+                    .bind(app_id)
+                    .bind(key_id)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
+            async fn use_assertions(
+                &self,
+                used: &[$crate::store::UsedAssertion],
+            ) -> $crate::store::Result<Vec<bool>> {
+                if used.is_empty() {
+                    return Ok(vec![]);
+                }
+                let text = $crate::store::sql::use_assertions(used.len());
+                let mut insert = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(text));
+                for assertion in used {
+                    insert = insert
+                        .bind(assertion.client_id.as_str())
+                        .bind(assertion.jti.as_str())
+                        .bind(assertion.expires_at);
+                }
+                let mut inserted: std::collections::HashSet<(String, String)> =
+                    insert.fetch_all(&self.write).await?.into_iter().collect();
+                // A jti twice in one batch is inserted once: its first occurrence is the new one.
+                Ok(used.iter().map(|a| inserted.remove(&(a.client_id.clone(), a.jti.clone()))).collect())
+            }
+
+            async fn token_revoked(&self, jti: &str) -> $crate::store::Result<bool> {
+                let found: i64 = sqlx::query_scalar($crate::store::sql::TOKEN_REVOKED)
+                    .bind(jti)
+                    .fetch_one(&self.read)
+                    .await?;
+                Ok(found > 0)
+            }
+
+            async fn prune_expired_tokens(&self, now_secs: i64) -> $crate::store::Result<u64> {
+                let mut pruned = 0;
+                for statement in $crate::store::sql::PRUNE_EXPIRED_TOKENS {
+                    let done = sqlx::query(statement).bind(now_secs).execute(&self.write).await?;
+                    pruned += done.rows_affected();
+                }
+                Ok(pruned)
             }
 
             async fn api_key(

@@ -20,6 +20,7 @@ const MIGRATIONS: &[Migration] = migrations!(
     (2, "0002_projections"),
     (3, "0003_app_keys_covering_index"),
     (4, "0004_api_keys"),
+    (5, "0005_oauth"),
     (8, "0008_app_key_algorithms"),
     (9, "0009_rate_buckets"),
     (10, "0010_quota_counters"),

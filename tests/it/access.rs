@@ -50,9 +50,10 @@ async fn organizations_are_invisible_to_each_other(db: Db) {
         .into_inner();
     assert_eq!(project.details.as_ref().map(|d| d.resource_owner.as_str()), Some(other_org.as_str()));
     let app = client
-        .add_api_app(
-            server.req_in(&other_org, AddApiAppRequest { project_id: project.id.clone(), name: "a".into() }),
-        )
+        .add_api_app(server.req_in(
+            &other_org,
+            AddApiAppRequest { project_id: project.id.clone(), name: "a".into(), ..Default::default() },
+        ))
         .await
         .expect("app in other org")
         .into_inner();

@@ -41,7 +41,10 @@ impl Process {
             .env_remove("KEYMINT_DATABASE_URL")
             .stdout(Stdio::null());
         if let Some(url) = &db.url {
-            command.env("KEYMINT_DATABASE_URL", url);
+            // PostgreSQL needs the master key that seals the signing keys (SQLite makes its own).
+            command
+                .env("KEYMINT_DATABASE_URL", url)
+                .env("KEYMINT_MASTER_KEY", crate::helpers::TEST_MASTER_KEY);
         }
         let child = command.spawn().expect("start keymint");
         let process = Process { child, url: format!("http://127.0.0.1:{port}") };

@@ -88,7 +88,11 @@ async fn invalid_input_is_refused_with_field_violations(db: Db) {
         client.add_project(server.req(AddProjectRequest { name: "  ".into() })).await.expect_err("blank");
     assert_eq!(error_of(&blank).2, ["name"]);
     let long_name = client
-        .add_api_app(server.req(AddApiAppRequest { project_id: project_id.clone(), name: "n".repeat(201) }))
+        .add_api_app(server.req(AddApiAppRequest {
+            project_id: project_id.clone(),
+            name: "n".repeat(201),
+            ..Default::default()
+        }))
         .await
         .expect_err("long name");
     assert_eq!(error_of(&long_name).2, ["name"]);
@@ -139,7 +143,11 @@ async fn missing_objects_and_taken_names(db: Db) {
         client.add_project(server.req(AddProjectRequest { name: "shop".into() })).await.expect_err("taken");
     assert_eq!(error_of(&project_twice), (Code::AlreadyExists, "PROJECT_NAME_TAKEN".into(), vec![]));
     let app_twice = client
-        .add_api_app(server.req(AddApiAppRequest { project_id: project_id.clone(), name: "api".into() }))
+        .add_api_app(server.req(AddApiAppRequest {
+            project_id: project_id.clone(),
+            name: "api".into(),
+            ..Default::default()
+        }))
         .await
         .expect_err("taken");
     assert_eq!(error_of(&app_twice), (Code::AlreadyExists, "APP_NAME_TAKEN".into(), vec![]));

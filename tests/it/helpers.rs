@@ -139,6 +139,9 @@ pub struct TestServer {
     pub db: FreshDb,
 }
 
+/// The master key of every test server on PostgreSQL (32 bytes, base64).
+pub const TEST_MASTER_KEY: &str = "a2V5bWludC10ZXN0LW1hc3Rlci1rZXktMzItYnl0ZXM=";
+
 pub fn config(db: &FreshDb, admin_token: Option<String>) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
@@ -156,6 +159,11 @@ pub fn config(db: &FreshDb, admin_token: Option<String>) -> Config {
         usage_flush_ms: 2_000,
         cache_capacity: keymint::service::DEFAULT_CACHE_CAPACITY,
         admin_token,
+        issuer: None,
+        access_token_ttl: std::time::Duration::from_secs(3600),
+        signing_key_rotation: std::time::Duration::from_secs(30 * 86_400),
+        // SQLite generates its own into the data directory; processes sharing PostgreSQL need the same one.
+        master_key: db.url.as_ref().map(|_| TEST_MASTER_KEY.to_owned()),
     }
 }
 
@@ -233,7 +241,11 @@ impl TestServer {
             .into_inner()
             .id;
         let app = client
-            .add_api_app(self.req(AddApiAppRequest { project_id: project_id.clone(), name: "api".into() }))
+            .add_api_app(self.req(AddApiAppRequest {
+                project_id: project_id.clone(),
+                name: "api".into(),
+                ..Default::default()
+            }))
             .await
             .expect("add app")
             .into_inner();

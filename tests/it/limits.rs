@@ -297,7 +297,7 @@ async fn control_characters_in_names(db: Db) {
 
     let (project_id, _, _) = server.project_and_app("controls").await;
     let status = management
-        .add_api_app(server.req(AddApiAppRequest { project_id, name: "a\0".into() }))
+        .add_api_app(server.req(AddApiAppRequest { project_id, name: "a\0".into(), ..Default::default() }))
         .await
         .expect_err("app");
     assert_eq!((status.code(), error_of(&status).2), (Code::InvalidArgument, vec!["name".to_owned()]));

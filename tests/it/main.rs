@@ -15,6 +15,7 @@ mod crash;
 mod errors;
 mod key_types;
 mod limits;
+mod oauth;
 mod outage;
 mod privileges;
 mod projections;

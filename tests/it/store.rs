@@ -56,6 +56,7 @@ fn app_added(project_id: &str, name: &str) -> Event {
         project_id: project_id.into(),
         name: name.into(),
         client_id: client_id(project_id, name),
+        allowed_scopes: vec![],
     }
 }
 

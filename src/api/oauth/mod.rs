@@ -1,0 +1,150 @@
+//! The OAuth 2.0 endpoints over HTTP (form posts in, JSON out, by their RFCs): thin handlers over the use cases
+//! in service/oauth.rs. Mounted on the one router beside gRPC (see server.rs).
+
+mod form;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{DefaultBodyLimit, State},
+    routing::{get, post},
+};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use serde_json::{Value, json};
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::service::{
+    Error, Services,
+    oauth::{ClientAssertion, INTROSPECT_PATH, KEYS_PATH, REVOKE_PATH, TOKEN_PATH, TokenRequest},
+};
+
+use self::form::Form;
+use super::error::oauth_error;
+
+/// The largest form body: an assertion is at most 8 KiB, and nothing else in a request is large.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+type Shared = State<Arc<Services>>;
+
+/// The OAuth routes. Metadata and keys are public and may be fetched by browsers from any origin; the endpoints
+/// authenticate with assertions in the body, never with cookies, so any origin may post too.
+pub fn routes(services: Arc<Services>) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(24 * 60 * 60));
+    Router::new()
+        .route("/.well-known/openid-configuration", get(metadata))
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route(KEYS_PATH, get(keys))
+        .route(TOKEN_PATH, post(token))
+        .route(INTROSPECT_PATH, post(introspect))
+        .route(REVOKE_PATH, post(revoke))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .layer(cors)
+        .with_state(services)
+}
+
+async fn metadata(State(services): Shared) -> Response<Body> {
+    json_response(StatusCode::OK, &services.oauth_metadata(), Some("public, max-age=3600"))
+}
+
+async fn keys(State(services): Shared) -> Response<Body> {
+    match services.jwks().await {
+        // Short enough that a rotation reaches verifiers long before the old key's tokens expire.
+        Ok(jwks) => json_response(StatusCode::OK, &jwks, Some("public, max-age=300")),
+        Err(e) => error_response(e),
+    }
+}
+
+async fn token(State(services): Shared, headers: HeaderMap, body: Bytes) -> Response<Body> {
+    let form = match Form::parse(&headers, &body) {
+        Ok(form) => form,
+        Err(e) => return error_response(e),
+    };
+    let request = TokenRequest {
+        grant_type: form.get("grant_type"),
+        scope: form.get("scope"),
+        assertion: form.get("assertion"),
+        client: client_assertion(&form),
+    };
+    match services.issue_token(request).await {
+        Ok(issued) => {
+            let mut answer = json!({
+                "access_token": issued.access_token,
+                "token_type": "Bearer",
+                "expires_in": issued.expires_in,
+            });
+            if !issued.scope.is_empty() {
+                answer["scope"] = json!(issued.scope);
+            }
+            json_response(StatusCode::OK, &answer, None)
+        }
+        Err(e) => error_response(e),
+    }
+}
+
+async fn introspect(State(services): Shared, headers: HeaderMap, body: Bytes) -> Response<Body> {
+    let answer = async {
+        let form = Form::parse(&headers, &body)?;
+        let endpoint = services.endpoint(INTROSPECT_PATH);
+        let client = services.authenticate_client(client_assertion(&form), &endpoint).await?;
+        let token = form.required("token")?;
+        let client_ip = match form.get("client_ip").filter(|ip| !ip.is_empty()) {
+            None => None,
+            Some(ip) => Some(ip.trim().parse().map_err(|_| Form::invalid("client_ip is not an IP address"))?),
+        };
+        services.introspect(&client, token, client_ip).await
+    };
+    match answer.await {
+        Ok(answer) => json_response(StatusCode::OK, &answer, None),
+        Err(e) => error_response(e),
+    }
+}
+
+async fn revoke(State(services): Shared, headers: HeaderMap, body: Bytes) -> Response<Body> {
+    let done = async {
+        let form = Form::parse(&headers, &body)?;
+        let endpoint = services.endpoint(REVOKE_PATH);
+        let client = services.authenticate_client(client_assertion(&form), &endpoint).await?;
+        let token = form.required("token")?;
+        services.revoke(&client, token).await
+    };
+    match done.await {
+        Ok(()) => {
+            let mut response = Response::new(Body::empty());
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(e) => error_response(e),
+    }
+}
+
+fn client_assertion(form: &Form) -> ClientAssertion<'_> {
+    ClientAssertion {
+        assertion_type: form.get("client_assertion_type"),
+        assertion: form.get("client_assertion"),
+        client_id: form.get("client_id"),
+    }
+}
+
+fn error_response(error: Error) -> Response<Body> {
+    let (status, body) = oauth_error(error);
+    json_response(status, &body, None)
+}
+
+/// A JSON answer. Anything but public metadata is `no-store` (RFC 6749 §5.1): it may hold a token.
+fn json_response(status: StatusCode, body: &Value, cache: Option<&'static str>) -> Response<Body> {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache.unwrap_or("no-store")));
+    if cache.is_none() {
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    }
+    response
+}
