@@ -893,6 +893,9 @@ async fn bench_client(channels: &[Channel], target: &Target) -> BenchResult<Benc
     })
 }
 
+/// Makes every assertion's `jti` unique within the run (the database is fresh).
+static NEXT_JTI: AtomicU64 = AtomicU64::new(0);
+
 /// `n` client assertions for `aud`, signed on every core.
 async fn sign_assertions(
     client: &BenchClient,
@@ -903,17 +906,18 @@ async fn sign_assertions(
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let per_thread = n.div_ceil(threads);
     let handles: Vec<_> = (0..threads)
-        .map(|t| {
+        .map(|_| {
             let (signer, client_id, key_id, aud) =
                 (client.signer.clone(), client.client_id.clone(), client.key_id.clone(), aud.to_owned());
             tokio::task::spawn_blocking(move || {
                 let rng = aws_lc_rs::rand::SystemRandom::new();
                 (0..per_thread)
-                    .map(|i| {
+                    .map(|_| {
                         let header = serde_json::json!({"alg": "RS256", "kid": key_id, "typ": "JWT"});
                         let claims = serde_json::json!({
                             "iss": client_id, "sub": client_id, "aud": aud,
-                            "iat": now, "exp": now + 3000, "jti": format!("bench-{t}-{i}-{now}"),
+                            "iat": now, "exp": now + 3000,
+                            "jti": format!("bench-{}", NEXT_JTI.fetch_add(1, Ordering::Relaxed)),
                         });
                         let input = keymint::crypto::jws::signing_input(&header, &claims);
                         let mut signature = vec![0; signer.public_modulus_len()];
