@@ -627,6 +627,16 @@ where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
+    load_until(name, concurrency, duration, move |worker, n| Some(call(worker, n))).await
+}
+
+/// Like `load`, but a call may say there is nothing left to call (`None`): the scenario then ends, and its time
+/// ends with the last call.
+async fn load_until<F, Fut>(name: &'static str, concurrency: usize, duration: Duration, call: F) -> Figures
+where
+    F: Fn(usize, u64) -> Option<Fut> + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let call = Arc::new(call);
     let counter = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -636,24 +646,25 @@ where
             tokio::spawn(async move {
                 let mut samples = Vec::new();
                 while started.elapsed() < duration {
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let Some(one_call) = call(worker, counter.fetch_add(1, Ordering::Relaxed)) else { break };
                     let one = Instant::now();
-                    let ok = call(worker, n).await;
+                    let ok = one_call.await;
                     samples.push((one.elapsed().as_micros() as u64, ok));
                 }
-                samples
+                (samples, started.elapsed())
             })
         })
         .collect();
     let mut figures = Figures { name, in_flight: concurrency, ..Figures::default() };
     for task in tasks {
-        for (us, ok) in task.await.unwrap_or_default() {
+        let (samples, ended) = task.await.unwrap_or_default();
+        figures.seconds = figures.seconds.max(ended.as_secs_f64());
+        for (us, ok) in samples {
             figures.calls += u64::from(ok);
             figures.errors += u64::from(!ok);
             figures.latencies_us.push(us);
         }
     }
-    figures.seconds = started.elapsed().as_secs_f64();
     figures
 }
 
@@ -964,8 +975,7 @@ async fn post_form(
     Some((status, serde_json::from_slice(&bytes).ok()?))
 }
 
-/// Like `load`, but each call takes the next of `inputs`, and the scenario ends when they run out (its time
-/// then ends with the last call).
+/// Like `load`, but each call takes the next of `inputs`, and the scenario ends when they run out.
 async fn load_inputs<F, Fut>(
     name: &'static str,
     concurrency: usize,
@@ -977,35 +987,12 @@ where
     F: Fn(usize, String) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    let inputs = Arc::new(std::sync::Mutex::new(inputs));
-    let call = Arc::new(call);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|worker| {
-            let (call, inputs) = (call.clone(), inputs.clone());
-            tokio::spawn(async move {
-                let mut samples = Vec::new();
-                while started.elapsed() < duration {
-                    let Some(input) = inputs.lock().ok().and_then(|mut inputs| inputs.pop()) else { break };
-                    let one = Instant::now();
-                    let ok = call(worker, input).await;
-                    samples.push((one.elapsed().as_micros() as u64, ok));
-                }
-                (samples, started.elapsed())
-            })
-        })
-        .collect();
-    let mut figures = Figures { name, ..Figures::default() };
-    for task in tasks {
-        let (samples, ended) = task.await.unwrap_or_default();
-        figures.seconds = figures.seconds.max(ended.as_secs_f64());
-        for (us, ok) in samples {
-            figures.calls += u64::from(ok);
-            figures.errors += u64::from(!ok);
-            figures.latencies_us.push(us);
-        }
-    }
-    figures
+    let inputs = std::sync::Mutex::new(inputs);
+    load_until(name, concurrency, duration, move |worker, _| {
+        let input = inputs.lock().ok().and_then(|mut inputs| inputs.pop())?;
+        Some(call(worker, input))
+    })
+    .await
 }
 
 /// The server's own cost of a token, without the transport or the store: verify an RS256 assertion and sign an

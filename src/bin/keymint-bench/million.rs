@@ -26,7 +26,7 @@ use keymint::{
 };
 use tonic::transport::Channel;
 
-use super::{Args, BenchResult, Figures, Target, connect, load, named, verify_request};
+use super::{Args, BenchResult, Figures, Target, connect, load, load_until, named, verify_request};
 
 /// Keys per transaction while seeding, and transactions in flight on PostgreSQL, which runs them side by side
 /// (SQLite's one writer takes one at a time).
@@ -182,39 +182,15 @@ async fn verify_each(
     duration: Duration,
     name: &'static str,
 ) -> Figures {
-    let next = Arc::new(AtomicU64::new(from as u64));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|worker| {
-            let mut client = ApiKeyServiceClient::new(channels[worker % channels.len()].clone());
-            let (target, secrets, next) = (target.clone(), secrets.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut samples = Vec::new();
-                while started.elapsed() < duration {
-                    let Some(secret) = secrets.get(next.fetch_add(1, Ordering::Relaxed) as usize) else {
-                        break;
-                    };
-                    let one = Instant::now();
-                    let ok = client
-                        .verify_api_key(verify_request(&target, secret))
-                        .await
-                        .is_ok_and(|r| r.into_inner().valid);
-                    samples.push((one.elapsed().as_micros() as u64, ok));
-                }
-                samples
-            })
-        })
-        .collect();
-    let mut figures = Figures { name, ..Figures::default() };
-    for task in tasks {
-        for (us, ok) in task.await.unwrap_or_default() {
-            figures.calls += u64::from(ok);
-            figures.errors += u64::from(!ok);
-            figures.latencies_us.push(us);
-        }
-    }
-    figures.seconds = started.elapsed().as_secs_f64();
-    figures
+    let clients: Vec<_> = channels.iter().map(|c| ApiKeyServiceClient::new(c.clone())).collect();
+    let (target, secrets) = (target.clone(), secrets.clone());
+    load_until(name, concurrency, duration, move |worker, n| {
+        let secret = secrets.get(from + n as usize)?.clone();
+        let mut client = clients[worker % clients.len()].clone();
+        let request = verify_request(&target, &secret);
+        Some(async move { client.verify_api_key(request).await.is_ok_and(|r| r.into_inner().valid) })
+    })
+    .await
 }
 
 /// VerifyApiKey spread uniformly over every key (a multiplicative hash of the call number).
