@@ -39,10 +39,45 @@ struct Slot<K, V> {
     referenced: AtomicBool,
 }
 
+impl<K: Hash + Eq + Clone, V> Shard<K, V> {
+    /// Moves the hand to the next entry that may go (not `except`), within `turns` steps.
+    fn victim(
+        &mut self,
+        keep: impl Fn(&V) -> bool,
+        turns: &mut usize,
+        except: Option<usize>,
+    ) -> Option<usize> {
+        while *turns > 0 {
+            *turns -= 1;
+            let at = self.hand % self.slots.len();
+            self.hand = at + 1;
+            let candidate = &self.slots[at];
+            if Some(at) == except
+                || candidate.referenced.swap(false, Ordering::Relaxed)
+                || keep(&candidate.value)
+            {
+                continue;
+            }
+            return Some(at);
+        }
+        None
+    }
+
+    /// Removes the entry at `at`; the last one takes its place.
+    fn take(&mut self, at: usize) -> (K, V) {
+        let removed = self.slots.swap_remove(at);
+        self.index.remove(&removed.key);
+        if let Some(moved) = self.slots.get(at) {
+            self.index.insert(moved.key.clone(), at);
+        }
+        (removed.key, removed.value)
+    }
+}
+
 /// What an insert did besides inserting.
 pub(super) struct Inserted<K, V> {
-    /// The entry that made room, if one had to.
-    pub evicted: Option<(K, V)>,
+    /// The entries that made room, if any had to (two when the shard was over its share).
+    pub evicted: Vec<(K, V)>,
     /// No entry could be evicted (every candidate was refused): the shard holds more than its share now.
     pub over_capacity: bool,
 }
@@ -104,11 +139,12 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
 
     /// When the shard is full the hand picks the first entry whose reference bit is clear (clearing the bits it
     /// passes) and that `keep` does not hold on to; after two full turns without one, the entry goes in anyway
-    /// and the shard holds more than its share until something is removed.
+    /// and the shard holds more than its share. A shard over its share gives back one more entry with each insert,
+    /// so that it shrinks back once the entries it had to keep may go.
     fn upsert(&self, key: K, value: V, replace: bool, keep: impl Fn(&V) -> bool) -> (V, Inserted<K, V>) {
         let mut shard = self.write(&key);
         let shard = &mut *shard;
-        let mut inserted = Inserted { evicted: None, over_capacity: false };
+        let mut inserted = Inserted { evicted: Vec::new(), over_capacity: false };
         if let Some(&at) = shard.index.get(&key) {
             let slot = &mut shard.slots[at];
             if replace {
@@ -122,23 +158,23 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
             shard.slots.push(slot);
             return (value, inserted);
         }
-        let len = shard.slots.len();
-        for _ in 0..2 * len {
-            let at = shard.hand % len;
-            shard.hand = at + 1;
-            let candidate = &shard.slots[at];
-            if candidate.referenced.swap(false, Ordering::Relaxed) || keep(&candidate.value) {
-                continue;
-            }
-            let old = std::mem::replace(&mut shard.slots[at], slot);
-            shard.index.remove(&old.key);
-            shard.index.insert(key, at);
-            inserted.evicted = Some((old.key, old.value));
+        let mut turns = 2 * shard.slots.len();
+        let Some(at) = shard.victim(&keep, &mut turns, None) else {
+            shard.index.insert(key, shard.slots.len());
+            shard.slots.push(slot);
+            inserted.over_capacity = true;
             return (value, inserted);
+        };
+        // In place: the new entry is the last the hand comes back to.
+        let old = std::mem::replace(&mut shard.slots[at], slot);
+        shard.index.remove(&old.key);
+        shard.index.insert(key, at);
+        inserted.evicted.push((old.key, old.value));
+        if shard.slots.len() > shard.capacity
+            && let Some(extra) = shard.victim(&keep, &mut turns, Some(at))
+        {
+            inserted.evicted.push(shard.take(extra));
         }
-        shard.index.insert(key, len);
-        shard.slots.push(slot);
-        inserted.over_capacity = true;
         (value, inserted)
     }
 
@@ -148,13 +184,8 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let mut shard = self.write(key);
-        let at = shard.index.remove(key)?;
-        let removed = shard.slots.swap_remove(at);
-        if let Some(moved) = shard.slots.get(at) {
-            let moved = moved.key.clone();
-            shard.index.insert(moved, at);
-        }
-        Some(removed.value)
+        let at = *shard.index.get(key)?;
+        Some(shard.take(at).1)
     }
 
     /// Keeps the entries `keep` says to, shard by shard.
@@ -241,13 +272,28 @@ mod tests {
             cache.insert(key, true);
         }
         let (_, inserted) = cache.get_or_insert(9, false, |pinned| *pinned);
-        assert!(inserted.evicted.is_none() && inserted.over_capacity);
+        assert!(inserted.evicted.is_empty() && inserted.over_capacity);
         assert_eq!(cache.len(), 5);
         // Once one may go, the next insert evicts it (the unpinned one, not a pinned one).
         let (_, inserted) = cache.get_or_insert(10, false, |pinned| *pinned);
-        assert_eq!(inserted.evicted.map(|(key, _)| key), Some(9));
+        assert_eq!(inserted.evicted.iter().map(|(key, _)| *key).collect::<Vec<_>>(), [9]);
         // An entry that is there is returned as it is.
         assert!(cache.get_or_insert(0, false, |_| false).0);
+    }
+
+    #[test]
+    fn a_shard_over_its_share_shrinks_back_once_entries_may_go() {
+        let cache = BoundedCache::with_shards(4, 1);
+        for key in 0..8 {
+            cache.get_or_insert(key, (), |_| true);
+        }
+        assert_eq!(cache.len(), 8, "none could go");
+        for key in 100..104 {
+            let (_, inserted) = cache.get_or_insert(key, (), |_| false);
+            assert_eq!(inserted.evicted.len(), 2, "one for the new entry, one of the excess");
+        }
+        assert_eq!(cache.len(), 4);
+        assert!(cache.get(&103).is_some(), "the newest entry stays");
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct Services {
     signing_keys: signing_keys::SigningKeys,
     /// Whether the change feed delivers every change other processes commit (always, without other processes).
     feed_live: AtomicBool,
+    /// Whether no other process writes to the store (SQLite): then this process's memory holds every change the
+    /// moment it is committed, and even reads that must see other processes' writes at once may use it.
+    sole_writer: AtomicBool,
 }
 
 /// The caller of a use case: who they are and which organization they act in.
@@ -124,6 +127,7 @@ impl Services {
             used_assertions: Default::default(),
             signing_keys: Default::default(),
             feed_live: AtomicBool::new(true),
+            sole_writer: AtomicBool::new(false),
         }
     }
 
@@ -139,7 +143,10 @@ impl Services {
     /// Starts following the changes other processes commit, keeping in-memory read models fresh; None when the
     /// store says no other process can write (SQLite). Aborting the task ends the store's listener too.
     pub async fn follow_changes(self: Arc<Self>) -> Result<Option<tokio::task::JoinHandle<()>>> {
-        let Some(mut feed) = self.store.changes().await? else { return Ok(None) };
+        let Some(mut feed) = self.store.changes().await? else {
+            self.sole_writer.store(true, Ordering::Release);
+            return Ok(None);
+        };
         Ok(Some(tokio::spawn(async move {
             while let Some(changed) = feed.recv().await {
                 match changed {
@@ -165,6 +172,11 @@ impl Services {
     /// holds stands in only while the store cannot be reached (see `remembered`).
     fn memory_is_current(&self) -> bool {
         self.feed_live.load(Ordering::Acquire)
+    }
+
+    /// Whether memory holds every committed change at once (see `sole_writer`), not only within the feed's delay.
+    fn memory_is_whole(&self) -> bool {
+        self.sole_writer.load(Ordering::Acquire)
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {

@@ -3,6 +3,7 @@
 //! (RFC 7009), the JWKS and the server metadata (RFC 8414). Access tokens are RFC 9068 JWTs signed by keymint.
 
 use std::{
+    collections::HashSet,
     net::IpAddr,
     sync::{Arc, PoisonError, RwLock},
     time::Duration,
@@ -353,6 +354,24 @@ impl Services {
         Ok(key)
     }
 
+    /// Whether an application's access token was revoked. A revocation holds in every process the moment it is
+    /// answered, so memory answers only when no other process can revoke (SQLite): then the application's
+    /// revoked tokens are read once and kept with it (`oauth_client` must have been called first). With a shared
+    /// database the store is asked on every call.
+    async fn token_revoked(&self, app_id: &str, jti: &str) -> Result<bool> {
+        if !self.memory_is_whole() {
+            return Ok(self.store.token_revoked(jti).await?);
+        }
+        if let Some(revoked) = self.oauth_clients.revoked(app_id) {
+            return Ok(revoked.contains(jti));
+        }
+        let generation = self.oauth_clients.generation();
+        let revoked: HashSet<String> = self.store.revoked_tokens(app_id).await?.into_iter().collect();
+        let answer = revoked.contains(jti);
+        self.oauth_clients.fill_revoked(generation, app_id, Arc::new(revoked));
+        Ok(answer)
+    }
+
     /// POST /oauth/v2/introspect: the token's claims when it is active for the calling client, else exactly
     /// `{"active": false}`.
     pub async fn introspect(
@@ -374,7 +393,7 @@ impl Services {
         if owner.is_none_or(|app| app.client_id != verified.client_id) {
             return Ok(inactive); // Its application was removed.
         }
-        if self.store.token_revoked(&verified.jti).await? {
+        if self.token_revoked(app_id, &verified.jti).await? {
             return Ok(inactive);
         }
         let mut answer = verified.claims;

@@ -2,10 +2,11 @@
 //! this each token, introspection and revocation would read the store twice and parse a PEM. Invalidated like the
 //! other read caches: at once by this process's writes, through the change feed for other processes' writes, and
 //! emptied when the feed was down. An application's removal, its keys' removal, and its project's removal each
-//! evict it.
+//! evict it. The application's revoked access tokens are kept with it: a revocation is an event of the application,
+//! so whatever evicts the application evicts them too, and introspection needs no store read.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, PoisonError, RwLock},
 };
 
@@ -38,6 +39,8 @@ struct Entries {
 struct Client {
     app: Option<Arc<AppRow>>,
     keys: HashMap<String, Option<Arc<ClientKey>>>,
+    /// The `jti`s of its revoked tokens, once read.
+    revoked: Option<Arc<HashSet<String>>>,
 }
 
 impl OAuthClients {
@@ -84,6 +87,22 @@ impl OAuthClients {
         client.keys.insert(kid.to_owned(), key);
     }
 
+    pub fn revoked(&self, app_id: &str) -> Option<Arc<HashSet<String>>> {
+        let entries = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        entries.clients.get(app_id)?.revoked.clone()
+    }
+
+    /// Caches the revoked tokens of an application already cached.
+    pub fn fill_revoked(&self, generation: u64, app_id: &str, revoked: Arc<HashSet<String>>) {
+        let mut entries = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if entries.generation != generation {
+            return;
+        }
+        if let Some(client) = entries.clients.get_mut(app_id) {
+            client.revoked = Some(revoked);
+        }
+    }
+
     /// Forgets what a change to one aggregate may have made stale.
     pub fn invalidate(&self, aggregate_type: &str, id: &str) {
         let mut entries = self.0.write().unwrap_or_else(PoisonError::into_inner);
@@ -126,10 +145,13 @@ mod tests {
         cache.fill_app(cache.generation(), "a1", app("a1", "p1"));
         cache.fill_app(cache.generation(), "a2", app("a2", "p2"));
         cache.fill_key(cache.generation(), "a1", "k", None);
+        cache.fill_revoked(cache.generation(), "a1", Arc::new(HashSet::from(["jti".to_owned()])));
         assert!(matches!(cache.key("a1", "k"), Some(None)));
+        assert!(cache.revoked("a1").is_some_and(|revoked| revoked.contains("jti")));
         cache.invalidate("app", "a1");
         assert!(cache.app("a1").is_none());
         assert!(cache.key("a1", "k").is_none());
+        assert!(cache.revoked("a1").is_none(), "a revocation is an event of the app: its set is read again");
         cache.invalidate("project", "p2");
         assert!(cache.app("a2").is_none());
     }

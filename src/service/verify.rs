@@ -200,7 +200,7 @@ impl ApiKeyCache {
             return;
         }
         let (hash, key) = (view.secret_hash, self.key(&view.id));
-        if let Some((evicted, old)) = self.by_hash.insert(hash, view).evicted {
+        for (evicted, old) in self.by_hash.insert(hash, view).evicted {
             let old_key = self.key(&old.id);
             if let Some(hashes) = by_key.get_mut(&old_key) {
                 hashes.retain(|h| *h != evicted);

@@ -222,6 +222,9 @@ impl EventStore for Guarded {
     async fn token_revoked(&self, jti: &str) -> Result<bool> {
         self.guard(self.inner.token_revoked(jti)).await
     }
+    async fn revoked_tokens(&self, app_id: &str) -> Result<Vec<String>> {
+        self.guard(self.inner.revoked_tokens(app_id)).await
+    }
     async fn prune_expired_tokens(&self, now_secs: i64) -> Result<u64> {
         self.guard(self.inner.prune_expired_tokens(now_secs)).await
     }

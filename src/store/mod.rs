@@ -420,6 +420,8 @@ pub trait EventStore: Send + Sync + 'static {
     async fn use_assertions(&self, used: &[UsedAssertion]) -> Result<Vec<bool>>;
     /// Whether an access token was revoked.
     async fn token_revoked(&self, jti: &str) -> Result<bool>;
+    /// The `jti`s of an application's revoked access tokens that have not expired yet (or not been pruned).
+    async fn revoked_tokens(&self, app_id: &str) -> Result<Vec<String>>;
     /// Forgets used assertions and revoked tokens that expired before `now_secs`; returns how many.
     async fn prune_expired_tokens(&self, now_secs: i64) -> Result<u64>;
 

@@ -115,6 +115,7 @@ pub fn use_assertions(rows: usize) -> String {
     )
 }
 pub const TOKEN_REVOKED: &str = "SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1";
+pub const REVOKED_TOKENS: &str = "SELECT jti FROM revoked_tokens WHERE app_id = $1";
 pub const PRUNE_EXPIRED_TOKENS: [&str; 2] =
     ["DELETE FROM used_assertions WHERE expires_at < $1", "DELETE FROM revoked_tokens WHERE expires_at < $1"];
 pub const COUNT_APPS: &str = "SELECT app_count FROM projects WHERE org_id = $1 AND id = $2";
@@ -929,6 +930,13 @@ macro_rules! impl_event_store {
                     .fetch_one(&self.read)
                     .await?;
                 Ok(found > 0)
+            }
+
+            async fn revoked_tokens(&self, app_id: &str) -> $crate::store::Result<Vec<String>> {
+                Ok(sqlx::query_scalar($crate::store::sql::REVOKED_TOKENS)
+                    .bind(app_id)
+                    .fetch_all(&self.read)
+                    .await?)
             }
 
             async fn prune_expired_tokens(&self, now_secs: i64) -> $crate::store::Result<u64> {
