@@ -10,6 +10,12 @@ export function date(timestamp: Timestamp | undefined, absent = "—"): string {
   return timestampDate(timestamp).toISOString().slice(0, 16).replace("T", " ") + " UTC";
 }
 
+/** An expiry: keymint reports "never" as the last second of year 9999, the Timestamp range's end. */
+export function expiry(timestamp: Timestamp | undefined): string {
+  if (!timestamp || timestampDate(timestamp).getUTCFullYear() >= 9999) return "never";
+  return date(timestamp);
+}
+
 export function algorithm(value: KeyAlgorithm): string {
   switch (value) {
     case KeyAlgorithm.EC_P256:

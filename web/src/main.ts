@@ -69,6 +69,8 @@ function showFailure(what: string, failure: unknown): void {
     );
   }
   error.hidden = false;
+  // The alert sits above the forms; bring it into view for a person who clicked far below it.
+  error.scrollIntoView({ block: "nearest" });
 }
 
 function submitter(event: SubmitEvent): HTMLButtonElement | null {
@@ -235,7 +237,7 @@ async function loadAppKeys(): Promise<void> {
     row(
       element("code", {}, k.id),
       format.algorithm(k.algorithm) + (k.supplied ? " (supplied)" : ""),
-      format.date(k.expirationDate, "never"),
+      format.expiry(k.expirationDate),
       format.date(k.details?.creationDate),
     ),
   );

@@ -84,6 +84,7 @@ try {
   await page.getByLabel("Token", { exact: true }).fill(`km_admin_wrong${suffix}0123456789abcdef`);
   await page.getByRole("button", { name: "Connect" }).click();
   await expectText(alert, "UNAUTHENTICATED", "a bad token");
+  await expectText(alert.locator(".reason"), "UNAUTHENTICATED", "a bad token's ErrorInfo reason");
   check(await page.getByRole("heading", { name: "Projects" }).isHidden(), "nothing is shown without a good token");
   ok("a bad token is refused with UNAUTHENTICATED and its reason");
 
@@ -140,7 +141,9 @@ try {
   check((await page.getByRole("link", { name: /Download key file/ }).count()) === 0, "the link is gone after the click");
   check(await page.locator("#key-file-link").getAttribute("href") === null, "no URL to the key file is left");
   await expectText(page.getByRole("table", { name: "Application keys" }).getByRole("row"), keyFile.keyId, "the keys table");
-  await expectText(page.getByRole("table", { name: "Application keys" }).getByRole("row"), "EC P-256", "the key's algorithm");
+  const keyRow = page.getByRole("table", { name: "Application keys" }).getByRole("row").filter({ hasText: keyFile.keyId });
+  await expectText(keyRow, "EC P-256", "the key's algorithm");
+  await expectText(keyRow, "never", "a key without an expiry");
   ok("an application key is created, its key file downloaded once, and the key listed");
 
   // API keys: the secret is shown once, and dismissing it clears it from the page.
