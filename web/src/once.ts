@@ -3,6 +3,8 @@
 
 import { byId } from "./dom";
 
+const REVOKE_AFTER_CLICK_MS = 1_000;
+
 /**
  * Offers a key file as one download. The bytes live only in a Blob behind an object URL; the click (or
  * "Discard") revokes the URL and hides the link, so nothing is left to download a second time.
@@ -13,9 +15,9 @@ export class KeyFileOffer {
   private readonly link = byId<HTMLAnchorElement>("key-file-link");
 
   constructor() {
-    // The browser starts the download from the click's default action; revoking right after, on the next task,
-    // lets it read the Blob first.
-    this.link.addEventListener("click", () => setTimeout(() => this.forget(), 0));
+    // The click's default action starts the download with the URL as it is; the link goes on the next task, and
+    // the URL a moment later: a browser that reads the Blob asynchronously has it until then, nobody after.
+    this.link.addEventListener("click", () => setTimeout(() => this.forget(REVOKE_AFTER_CLICK_MS), 0));
     byId<HTMLButtonElement>("key-file-discard").addEventListener("click", () => this.forget());
   }
 
@@ -30,8 +32,12 @@ export class KeyFileOffer {
     this.panel.hidden = false;
   }
 
-  forget(): void {
-    if (this.url !== null) URL.revokeObjectURL(this.url);
+  forget(revokeAfterMs = 0): void {
+    const url = this.url;
+    if (url !== null) {
+      if (revokeAfterMs > 0) setTimeout(() => URL.revokeObjectURL(url), revokeAfterMs);
+      else URL.revokeObjectURL(url);
+    }
     this.url = null;
     this.link.removeAttribute("href");
     this.link.removeAttribute("download");

@@ -57,6 +57,18 @@ async function expectText(locator, text, what) {
   });
 }
 
+/** Whether a Blob URL no longer opens, tried for a few seconds (the page revokes it a moment after the click). */
+async function blobIsRevoked(context, url) {
+  for (let attempt = 0; attempt < 20; attempt += 1) {
+    const tab = await context.newPage();
+    const opened = await tab.goto(url).then(() => true, () => false);
+    await tab.close();
+    if (!opened) return true;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  return false;
+}
+
 const pageServer = await serveDist();
 const origin = `http://127.0.0.1:${pageServer.address().port}`;
 const browser = await chromium.launch({
@@ -131,6 +143,8 @@ try {
   await page.getByLabel("Algorithm").selectOption({ label: "EC P-256" });
   await page.getByRole("button", { name: "Create key" }).click();
   const link = page.getByRole("link", { name: /Download key file/ });
+  const blobUrl = await link.getAttribute("href");
+  check(blobUrl?.startsWith("blob:"), "the key file is offered from a Blob, not from a server");
   const [download] = await Promise.all([page.waitForEvent("download"), link.click()]);
   const keyFile = JSON.parse(await readFile(await download.path(), "utf8"));
   check(typeof keyFile.keyId === "string" && keyFile.keyId !== "", "the key file has keyId");
@@ -140,6 +154,9 @@ try {
   await page.getByRole("region", { name: "New key file" }).waitFor({ state: "hidden" });
   check((await page.getByRole("link", { name: /Download key file/ }).count()) === 0, "the link is gone after the click");
   check(await page.locator("#key-file-link").getAttribute("href") === null, "no URL to the key file is left");
+  // The Blob's URL is revoked shortly after the click: the key file cannot be opened again. (Opened in a tab of
+  // its own: the page's CSP rightly keeps fetch() away from blob: URLs.)
+  check(await blobIsRevoked(context, blobUrl), "the key file's Blob URL is revoked after the download");
   await expectText(page.getByRole("table", { name: "Application keys" }).getByRole("row"), keyFile.keyId, "the keys table");
   const keyRow = page.getByRole("table", { name: "Application keys" }).getByRole("row").filter({ hasText: keyFile.keyId });
   await expectText(keyRow, "EC P-256", "the key's algorithm");
