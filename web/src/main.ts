@@ -105,20 +105,18 @@ function truncatedNote(id: string, shown: number, total: bigint | number | undef
 
 // --- connection ---------------------------------------------------------------------------------------------
 
-function connect(server: string, token: string): Promise<void> {
-  return (async () => {
-    const candidate = openSession(server, token);
-    // A first call proves the URL and the token before the page shows anything as connected.
-    await candidate.management.listProjects({ query: { limit: 1 } });
-    session = candidate;
-    byId<HTMLInputElement>("token").value = "";
-    byId("connection-status").textContent = `Connected to ${server}.`;
-    byId("disconnect").hidden = false;
-    sections.projects.hidden = false;
-    sections.apiKeys.hidden = false;
-    closeProject();
-    await Promise.all([loadProjects(), loadApiKeys()]);
-  })();
+async function connect(server: string, token: string): Promise<void> {
+  const candidate = openSession(server, token);
+  // A first call proves the URL and the token before the page shows anything as connected.
+  await candidate.management.listProjects({ query: { limit: 1 } });
+  session = candidate;
+  byId<HTMLInputElement>("token").value = "";
+  byId("connection-status").textContent = `Connected to ${server}.`;
+  byId("disconnect").hidden = false;
+  sections.projects.hidden = false;
+  sections.apiKeys.hidden = false;
+  closeProject();
+  await Promise.all([loadProjects(), loadApiKeys()]);
 }
 
 /** Back to a page that knows no server: no session, no lists, no secret left on screen. */
