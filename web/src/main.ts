@@ -37,17 +37,15 @@ function connected(): Session {
 }
 
 /** Runs one user action: its submit button is disabled meanwhile, and a failure is shown with its reason. */
-async function act(what: string, work: () => Promise<void>, trigger?: HTMLButtonElement | null): Promise<boolean> {
+async function act(what: string, work: () => Promise<void>, trigger?: HTMLButtonElement | null): Promise<void> {
   const error = byId<HTMLDivElement>("error");
   error.hidden = true;
   error.replaceChildren();
   if (trigger) trigger.disabled = true;
   try {
     await work();
-    return true;
   } catch (failure) {
     showFailure(what, failure);
-    return false;
   } finally {
     if (trigger) trigger.disabled = false;
   }
