@@ -11,6 +11,7 @@ mod access;
 mod api_keys;
 mod app_keys;
 mod bounded_caches;
+mod console;
 mod crash;
 mod errors;
 mod key_types;
