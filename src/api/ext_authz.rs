@@ -17,7 +17,8 @@ use crate::{
     domain::{Timestamp, client_address::TrustedProxies},
     service::{
         Error, Services,
-        edge::{Bearer, BearerCredential, EdgeCheck, EdgeVerdict, Refusal, RefusalKind},
+        edge::{Bearer, BearerCredential, EdgeVerdict, Refusal, RefusalKind},
+        verify::VerifyRequest,
     },
 };
 
@@ -76,8 +77,8 @@ impl Authorization for ExtAuthz {
         let Some(credential) = credential(&http.headers) else {
             return Ok(Response::new(denied(&Refusal::missing(), self.services.now())));
         };
-        let check = EdgeCheck {
-            credential,
+        let check = VerifyRequest {
+            secret: credential,
             client_ip,
             required_scopes: &required_scopes,
             accept_test_keys: extensions.get("accept_test_keys").is_some_and(|v| v == "true"),

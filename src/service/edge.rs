@@ -3,8 +3,6 @@
 //! VerifyApiKey (scopes, networks, expiry, status, rate limit and quota; the use is counted), an access token
 //! like introspection.
 
-use std::net::IpAddr;
-
 use crate::{
     crypto::api_key_secret,
     domain::{Timestamp, rate_limit::utc_day},
@@ -16,32 +14,6 @@ use super::{
 };
 
 const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
-
-/// A request as the proxy saw it.
-#[derive(Clone, Copy)]
-pub struct EdgeCheck<'a> {
-    /// The API key secret or access token the request carries.
-    pub credential: &'a str,
-    /// Where the request came from (trusted proxies taken into account); None fails a key limited to networks.
-    pub client_ip: Option<IpAddr>,
-    /// Scopes the route needs; the credential must hold all of them.
-    pub required_scopes: &'a [String],
-    pub accept_test_keys: bool,
-    /// Only credentials of this organization pass; None lets any pass.
-    pub org_id: Option<&'a str>,
-}
-
-impl std::fmt::Debug for EdgeCheck<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EdgeCheck")
-            .field("credential", &"[redacted]")
-            .field("client_ip", &self.client_ip)
-            .field("required_scopes", &self.required_scopes)
-            .field("accept_test_keys", &self.accept_test_keys)
-            .field("org_id", &self.org_id)
-            .finish()
-    }
-}
 
 /// The verdict on a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,12 +93,13 @@ impl Refusal {
 }
 
 impl Services {
-    /// Whether the request may pass, and as whom.
-    pub async fn check_at_edge(&self, check: EdgeCheck<'_>) -> Result<EdgeVerdict> {
-        if api_key_secret::looks_like_api_key(check.credential) {
+    /// Whether the request may pass, and as whom: `check.secret` is the API key or access token it carries, the
+    /// rest what the route and the proxy say (its scopes, the client's address).
+    pub async fn check_at_edge(&self, check: VerifyRequest<'_>) -> Result<EdgeVerdict> {
+        if api_key_secret::looks_like_api_key(check.secret) {
             return self.check_api_key(check).await;
         }
-        let Some(token) = self.active_access_token(check.credential).await? else {
+        let Some(token) = self.active_access_token(check.secret).await? else {
             return Ok(EdgeVerdict::Refused(Refusal::unknown()));
         };
         if check.org_id.is_some_and(|org| org != token.org_id) {
@@ -143,16 +116,9 @@ impl Services {
         }))
     }
 
-    async fn check_api_key(&self, check: EdgeCheck<'_>) -> Result<EdgeVerdict> {
-        let verdict = self
-            .verify_api_key(VerifyRequest {
-                secret: check.credential,
-                client_ip: check.client_ip,
-                required_scopes: check.required_scopes,
-                accept_test_keys: check.accept_test_keys,
-                org_id: check.org_id,
-            })
-            .await?;
+    /// Exactly VerifyApiKey: its checks, and the use counted.
+    async fn check_api_key(&self, check: VerifyRequest<'_>) -> Result<EdgeVerdict> {
+        let verdict = self.verify_api_key(check).await?;
         use RefusalKind::*;
         let refusal = match verdict.code {
             VerifyCode::Valid => {
