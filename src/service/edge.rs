@@ -5,7 +5,7 @@
 
 use crate::{
     crypto::api_key_secret,
-    domain::{Timestamp, rate_limit::utc_day},
+    domain::{Timestamp, api_key::MAX_SCOPES, rate_limit::utc_day},
 };
 
 use super::{
@@ -96,6 +96,10 @@ impl Services {
     /// Whether the request may pass, and as whom: `check.secret` is the API key or access token it carries, the
     /// rest what the route and the proxy say (its scopes, the client's address).
     pub async fn check_at_edge(&self, check: VerifyRequest<'_>) -> Result<EdgeVerdict> {
+        // No credential holds more scopes than this: a route needing more is refused before any scope is compared.
+        if check.required_scopes.len() > MAX_SCOPES {
+            return Ok(EdgeVerdict::Refused(Refusal::scopes()));
+        }
         if api_key_secret::looks_like_api_key(check.secret) {
             return self.check_api_key(check).await;
         }

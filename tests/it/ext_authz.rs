@@ -25,6 +25,11 @@ use crate::{
 
 /// What Envoy would ask about a request from `source` with these headers, on a route needing `scopes`.
 pub fn check_request(source: &str, headers: &[(&str, &str)], scopes: &str) -> CheckRequest {
+    check_with(source, headers, &[("required_scopes", scopes)])
+}
+
+/// The same with these context extensions of the route (empty values left out).
+pub fn check_with(source: &str, headers: &[(&str, &str)], extensions: &[(&str, &str)]) -> CheckRequest {
     let peer = |ip: &str| attribute_context::Peer {
         address: Some(Address {
             address: Some(address::Address::SocketAddress(SocketAddress {
@@ -33,10 +38,11 @@ pub fn check_request(source: &str, headers: &[(&str, &str)], scopes: &str) -> Ch
             })),
         }),
     };
-    let mut extensions = HashMap::new();
-    if !scopes.is_empty() {
-        extensions.insert("required_scopes".to_owned(), scopes.to_owned());
-    }
+    let extensions = extensions
+        .iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect();
     CheckRequest {
         attributes: Some(AttributeContext {
             source: Some(peer(source)),
@@ -142,6 +148,24 @@ async fn api_keys_checked(db: Db) {
         check(&server, check_request("198.51.100.4", &[("authorization", bearer.as_str())], "reports:write"))
             .await;
     denied(&scope, 403, "INSUFFICIENT_SCOPES");
+
+    // A route for another organization only, or needing more scopes than any key holds.
+    let elsewhere = check_with("198.51.100.4", &spoofed, &[("org_id", "1")]);
+    denied(&check(&server, elsewhere).await, 401, "API_KEY_NOT_FOUND");
+    let again = check(&server, check_request("198.51.100.4", &spoofed, "")).await;
+    assert!(matches!(again, Verdict::Allowed { .. }), "still valid elsewhere: {again:?}");
+    let many: Vec<String> = (0..51).map(|i| format!("s{i}:read")).collect();
+    let many = check_request("198.51.100.4", &spoofed, &many.join(","));
+    denied(&check(&server, many).await, 403, "INSUFFICIENT_SCOPES");
+    // A TEST key passes only routes that accept them.
+    let mut test_key = api_key_request("staging", &["reports:read"]);
+    test_key.environment = keymint::api::pb::keymint::apikeys::v1::Environment::Test as i32;
+    let test_key =
+        server.api_keys().await.create_api_key(server.req(test_key)).await.expect("create").into_inner();
+    let headers = [("x-api-key", test_key.secret.as_str())];
+    denied(&check(&server, check_request("198.51.100.4", &headers, "")).await, 403, "TEST_KEY_NOT_ALLOWED");
+    let staging = check_with("198.51.100.4", &headers, &[("accept_test_keys", "true")]);
+    assert!(matches!(check(&server, staging).await, Verdict::Allowed { .. }));
 
     // A revoked key.
     let mut api_keys = server.api_keys().await;
