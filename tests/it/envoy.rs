@@ -20,7 +20,8 @@ use keymint::api::pb::google::rpc::ErrorInfo;
 use keymint::api::pb::keymint::{
     apikeys::v1::RateLimit,
     management::v1::{
-        AddProjectRequest, GetProjectByIdRequest, management_service_client::ManagementServiceClient,
+        AddProjectRequest, GetProjectByIdRequest, ListProjectsRequest,
+        management_service_client::ManagementServiceClient,
     },
 };
 use prost::Message;
@@ -193,6 +194,32 @@ async fn grpc_web(db: Db) {
     assert_eq!(status, 200);
     let exposed = headers.get("access-control-expose-headers").and_then(|v| v.to_str().ok()).unwrap_or("");
     assert!(exposed.contains("grpc-status-details-bin") && exposed.contains("grpc-message"), "{exposed}");
+
+    // An API key limited to the office network authenticates to keymint through Envoy for a client there (the
+    // test, at the host's address, plays a trusted load balancer that forwards the office address), and not for
+    // one elsewhere.
+    if let Some(host) = host_address() {
+        let mut office = api_key_request("office", &["projects:read"]);
+        office.allowed_cidrs = vec!["203.0.113.0/24".into()];
+        let office =
+            server.api_keys().await.create_api_key(server.req(office)).await.expect("create").into_inner();
+        let http1 =
+            Client::builder(TokioExecutor::new()).build_http::<tonic_web::GrpcWebCall<tonic::body::Body>>();
+        let web = tower::ServiceBuilder::new().layer(tonic_web::GrpcWebClientLayer::new()).service(http1);
+        let origin = format!("http://{}", SocketAddr::new(host, envoy.port));
+        let mut client = ManagementServiceClient::with_origin(web, origin.parse().expect("uri"));
+        let from = |client: &'static str| {
+            let mut request = crate::helpers::with_token(ListProjectsRequest::default(), &office.secret);
+            request
+                .metadata_mut()
+                .insert("x-forwarded-for", tonic::metadata::MetadataValue::from_static(client));
+            request
+        };
+        let listed = client.list_projects(from("203.0.113.7")).await;
+        assert!(listed.is_ok(), "from the office through Envoy: {listed:?}");
+        let refused = client.list_projects(from("198.51.100.4")).await.expect_err("elsewhere");
+        assert_eq!(error_of(&refused).1, "IP_NOT_ALLOWED", "{refused:?}");
+    }
 
     // buf curl, as the issue tried it, when node_modules has it (`npm ci`).
     let buf = Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules/.bin/buf");
