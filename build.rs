@@ -16,6 +16,11 @@ const PROTOS: &[&str] = &[
     "keymint/admin/v1/admin.proto",
     "keymint/management/v1/management.proto",
     "keymint/apikeys/v1/apikeys.proto",
+    // Envoy's external authorization API, which keymint serves.
+    "envoy/service/auth/v3/external_auth.proto",
+    // The error details keymint sends: in the descriptor set, so that reflection clients and Envoy's JSON
+    // transcoder decode them.
+    "google/rpc/error_details.proto",
 ];
 
 /// Messages whose generated Debug would print a secret.
@@ -26,6 +31,8 @@ const SECRET_MESSAGES: &[&str] = &[
     "keymint.management.v1.AddAppKeyResponse",
     // Its public_key is public, unless a caller pastes a private key there by mistake (which is refused).
     "keymint.management.v1.AddAppKeyRequest",
+    // The headers of a request Envoy asks about: its credential among them.
+    "envoy.service.auth.v3.AttributeContext.HttpRequest",
 ];
 
 /// `FieldDescriptorProto.label` and `.type` values (descriptor.proto).

@@ -114,12 +114,19 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         ),
     );
     info!(%addr, node, issuer = %services.oauth_settings().issuer,
-        "keymint is listening (gRPC, gRPC-Web, reflection, health, OAuth 2.0)");
+        "keymint is listening (gRPC, gRPC-Web, reflection, health, OAuth 2.0, Envoy ext_authz)");
 
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::serve(listener, services.clone(), config.limits(), async move {
+    let shutdown = async move {
         let _ = stopped.await;
-    }));
+    };
+    let task = tokio::spawn(server::serve(
+        listener,
+        services.clone(),
+        config.limits(),
+        config.trusted_proxies(),
+        shutdown,
+    ));
     Ok(Running { addr, admin_token, services, key_pool, stop, task, follower, flusher, maintainer })
 }
 

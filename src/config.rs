@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::{
     api::server::Limits,
     crypto::{keygen::RsaBits, pool::PoolConfig},
+    domain::{cidr::Cidr, client_address::TrustedProxies},
 };
 
 #[derive(Debug, Parser)]
@@ -24,7 +25,8 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// Serve the API (the default).
+    /// Serve the API (the default): gRPC, gRPC-Web, OAuth 2.0 and Envoy ext_authz on one port. Every setting
+    /// below may come before or after `serve`.
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
@@ -59,62 +61,69 @@ pub enum LogFormat {
     Json,
 }
 
+// Every setting is `global`: it may come after the subcommand too (`keymint serve --listen …`), and every
+// subcommand's --help lists it.
 #[derive(Clone, Args)]
 pub struct Config {
     /// Address and port to listen on; port 0 picks a free one (the log says which).
-    #[arg(long, env = "KEYMINT_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(global = true, long, env = "KEYMINT_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
     /// Directory for the SQLite database and the first admin token.
-    #[arg(long, env = "KEYMINT_DATA_DIR", default_value = "./data")]
+    #[arg(global = true, long, env = "KEYMINT_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// A postgres://… URL switches to PostgreSQL; a sqlite:… URL picks another SQLite file.
-    #[arg(long, env = "KEYMINT_DATABASE_URL")]
+    #[arg(global = true, long, env = "KEYMINT_DATABASE_URL")]
     pub database_url: Option<String>,
-    #[arg(long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value = "pretty")]
+    #[arg(global = true, long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
     /// This process's node number (0-1023) in IDs; give every process sharing a database its own. Random if unset.
-    #[arg(long, env = "KEYMINT_NODE_ID", value_parser = clap::value_parser!(u16).range(0..=1023))]
+    #[arg(global = true, long, env = "KEYMINT_NODE_ID", value_parser = clap::value_parser!(u16).range(0..=1023))]
     pub node_id: Option<u16>,
     /// Largest request message in bytes.
-    #[arg(long, env = "KEYMINT_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(global = true, long, env = "KEYMINT_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
     pub max_message_bytes: usize,
     /// Longest time a call may run, in seconds.
-    #[arg(long, env = "KEYMINT_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(global = true, long, env = "KEYMINT_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
     /// RSA key sizes this server issues (2048, 3072, 4096), comma-separated; each gets its own key pool.
-    #[arg(long, env = "KEYMINT_KEY_SIZES", value_delimiter = ',', default_value = "2048", value_parser = parse_bits)]
+    #[arg(global = true, long, env = "KEYMINT_KEY_SIZES", value_delimiter = ',', default_value = "2048", value_parser = parse_bits)]
     pub key_sizes: Vec<RsaBits>,
     /// The size a request that names none gets; must be one of --key-sizes.
-    #[arg(long, env = "KEYMINT_DEFAULT_KEY_SIZE", default_value = "2048", value_parser = parse_bits)]
+    #[arg(global = true, long, env = "KEYMINT_DEFAULT_KEY_SIZE", default_value = "2048", value_parser = parse_bits)]
     pub default_key_size: RsaBits,
     /// Ready key pairs kept per size.
-    #[arg(long, env = "KEYMINT_KEY_POOL_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(global = true, long, env = "KEYMINT_KEY_POOL_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     pub key_pool_size: u16,
     /// Threads generating keys per size; default: the number of cores.
-    #[arg(long, env = "KEYMINT_KEY_POOL_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(global = true, long, env = "KEYMINT_KEY_POOL_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
     pub key_pool_workers: Option<u16>,
     /// How often API key usage counted in memory is written to the store, in milliseconds (and on shutdown).
-    #[arg(long, env = "KEYMINT_USAGE_FLUSH_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(global = true, long, env = "KEYMINT_USAGE_FLUSH_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub usage_flush_ms: u64,
     /// Entries each in-memory cache holds: API keys by secret, the meters of recently verified keys, application
     /// keys. The least recently used beyond it are evicted (a meter only once its usage is written).
-    #[arg(long, env = "KEYMINT_CACHE_CAPACITY", default_value_t = crate::service::DEFAULT_CACHE_CAPACITY, value_parser = parse_capacity)]
+    #[arg(global = true, long, env = "KEYMINT_CACHE_CAPACITY", default_value_t = crate::service::DEFAULT_CACHE_CAPACITY, value_parser = parse_capacity)]
     pub cache_capacity: usize,
     /// The instance-admin token to create on first start (instead of generating one), or to add later.
-    #[arg(long, env = "KEYMINT_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(global = true, long, env = "KEYMINT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// The public base URL of the OAuth endpoints (`iss` of tokens); default http://<listen address>.
-    #[arg(long, env = "KEYMINT_ISSUER")]
+    #[arg(global = true, long, env = "KEYMINT_ISSUER")]
     pub issuer: Option<String>,
     /// Lifetime of access tokens: a number with s, m, h or d (e.g. 15m, 1h).
-    #[arg(long, env = "KEYMINT_ACCESS_TOKEN_TTL", default_value = "1h", value_parser = parse_duration)]
+    #[arg(global = true, long, env = "KEYMINT_ACCESS_TOKEN_TTL", default_value = "1h", value_parser = parse_duration)]
     pub access_token_ttl: Duration,
     /// How old the token-signing key may get before it is rotated (s, m, h or d).
-    #[arg(long, env = "KEYMINT_SIGNING_KEY_ROTATION", default_value = "30d", value_parser = parse_duration)]
+    #[arg(global = true, long, env = "KEYMINT_SIGNING_KEY_ROTATION", default_value = "30d", value_parser = parse_duration)]
     pub signing_key_rotation: Duration,
+    /// Networks of the proxies in front of keymint (CIDRs or addresses, comma-separated), e.g. Envoy's. For a
+    /// request from one of them, the client is the right-most address in x-forwarded-for that is not a trusted
+    /// proxy: API-key network rules, ext_authz and the logs see that address. Others' x-forwarded-for is ignored.
+    #[arg(global = true, long, env = "KEYMINT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<Cidr>,
     /// The key (32 bytes, base64) that seals the signing keys in the store. Required with PostgreSQL; with
     /// SQLite, generated into <data dir>/master.key on the first start when not given.
-    #[arg(long, env = "KEYMINT_MASTER_KEY", hide_env_values = true)]
+    #[arg(global = true, long, env = "KEYMINT_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
 }
 
@@ -139,6 +148,10 @@ impl Config {
     /// Whether several processes may share the database (PostgreSQL).
     pub fn shared_database(&self) -> bool {
         self.database_url.as_deref().is_some_and(|url| url.starts_with("postgres"))
+    }
+
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        TrustedProxies::new(self.trusted_proxies.clone())
     }
 
     pub fn limits(&self) -> Limits {
@@ -170,6 +183,7 @@ impl fmt::Debug for Config {
             .field("issuer", &self.issuer)
             .field("access_token_ttl", &self.access_token_ttl)
             .field("signing_key_rotation", &self.signing_key_rotation)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -182,6 +196,10 @@ fn parse_bits(value: &str) -> Result<RsaBits, String> {
         .ok()
         .and_then(RsaBits::from_bits)
         .ok_or_else(|| format!("{value:?} is not a key size keymint issues: use 2048, 3072 or 4096"))
+}
+
+fn parse_cidr(value: &str) -> Result<Cidr, String> {
+    value.trim().parse::<Cidr>().map_err(|e| format!("{value:?}: {e}"))
 }
 
 fn parse_capacity(value: &str) -> Result<usize, String> {
@@ -222,6 +240,8 @@ pub fn redact_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
     #[test]
@@ -261,6 +281,35 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn settings_follow_the_subcommand_too() {
+        let cli = Cli::parse_from(["keymint", "serve", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/km"]);
+        assert!(matches!(cli.command, Some(Command::Serve)));
+        assert_eq!(cli.config.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(cli.config.data_dir, PathBuf::from("/tmp/km"));
+        let cli = Cli::parse_from(["keymint", "--data-dir", "/tmp/km", "serve"]);
+        assert_eq!(cli.config.data_dir, PathBuf::from("/tmp/km"));
+        assert!(Cli::parse_from(["keymint"]).command.is_none(), "no subcommand serves");
+        let mut command = Cli::command();
+        command.build();
+        let help = command.find_subcommand_mut("serve").map(|c| c.render_long_help().to_string());
+        let help = help.unwrap_or_default();
+        for flag in ["--listen", "--data-dir", "--database-url", "--trusted-proxies", "--master-key"] {
+            assert!(help.contains(flag), "serve --help lists {flag}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks() {
+        let cli = Cli::parse_from(["keymint", "--trusted-proxies", "10.0.0.0/8,127.0.0.1"]);
+        let trusted = cli.config.trusted_proxies();
+        assert!(trusted.trusts("10.2.3.4".parse().unwrap()));
+        assert!(trusted.trusts("127.0.0.1".parse().unwrap()));
+        assert!(!trusted.trusts("127.0.0.2".parse().unwrap()));
+        assert!(Cli::parse_from(["keymint"]).config.trusted_proxies().is_empty());
+        assert!(Cli::try_parse_from(["keymint", "--trusted-proxies", "10.0.0.1/8"]).is_err());
     }
 
     #[test]

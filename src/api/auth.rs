@@ -32,7 +32,8 @@ pub async fn principal<T>(
         .ok_or_else(|| {
             super::error::status(Error::Unauthenticated("the authorization header must be `Bearer <token>`"))
         })?;
-    let client_ip = request.remote_addr().map(|addr| addr.ip());
+    // Behind a trusted proxy, the address it forwarded: what the key's network rules are about.
+    let client_ip = super::client_address::of(request);
     let principal = services.authenticate(token, client_ip).await.or_status()?;
     principal.require(scope).or_status()?;
     Ok(principal)

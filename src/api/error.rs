@@ -113,6 +113,12 @@ pub fn malformed(message: impl Into<String>) -> Status {
     with_reason(Code::InvalidArgument, message, "MALFORMED_REQUEST")
 }
 
+/// A call its client or a proxy gave up (reset the stream) before keymint had its request: nobody receives this
+/// answer, but the request log records it as what it is rather than as a fault.
+pub fn cancelled() -> Status {
+    with_reason(Code::Cancelled, "the client or a proxy reset the stream", "CANCELLED")
+}
+
 /// A message sent compressed: keymint negotiates no compression, so it cannot read one.
 pub fn compressed() -> Status {
     with_reason(

@@ -143,11 +143,22 @@ where
     }
 }
 
+/// A request body that failed while it was read. gRPC-Web's translation fails on a malformed body (its messages
+/// start with "tonic-web"); any other failure is the transport's: the stream reset (h2 CANCEL, or NO_ERROR which
+/// tonic calls INTERNAL) or the connection gone before the request arrived whole. That is CANCELLED, the peer
+/// having given up the call, and never INTERNAL: it is no fault of keymint's.
+fn body_error(status: Status) -> Status {
+    if status.message().starts_with("tonic-web") {
+        error::malformed(format!("the request body could not be read: {}", status.message()))
+    } else {
+        error::cancelled()
+    }
+}
+
 async fn read_one_message(mut body: Body, limit: usize) -> Result<Bytes, Status> {
     let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| error::malformed(format!("the request body could not be read: {e}")))?;
+        let frame = frame.map_err(body_error)?;
         if let Ok(data) = frame.into_data() {
             buffer.extend_from_slice(&data);
             // Enough to tell a message over the limit from one followed by more: stop reading.

@@ -6,17 +6,21 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::store::StoreState;
 
-use super::pb::keymint::{
-    admin::v1::admin_service_server::AdminServiceServer,
-    apikeys::v1::api_key_service_server::ApiKeyServiceServer,
-    management::v1::management_service_server::ManagementServiceServer,
+use super::pb::{
+    envoy::service::auth::v3::authorization_server::AuthorizationServer,
+    keymint::{
+        admin::v1::admin_service_server::AdminServiceServer,
+        apikeys::v1::api_key_service_server::ApiKeyServiceServer,
+        management::v1::management_service_server::ManagementServiceServer,
+    },
 };
 
-/// Every keymint service needs the store for most of its calls.
-const STORE_BOUND: [&str; 3] = [
+/// Every keymint service needs the store for most of its calls (ext_authz for keys not yet in memory).
+const STORE_BOUND: [&str; 4] = [
     <AdminServiceServer<super::admin::Admin> as NamedService>::NAME,
     <ManagementServiceServer<super::management::Management> as NamedService>::NAME,
     <ApiKeyServiceServer<super::api_keys::ApiKeys> as NamedService>::NAME,
+    <AuthorizationServer<super::ext_authz::ExtAuthz> as NamedService>::NAME,
 ];
 
 /// Reports the store's state now, before the server answers its first check, and then on every change in the

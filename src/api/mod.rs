@@ -1,13 +1,16 @@
-//! The transport: gRPC, gRPC-Web, reflection and the OAuth HTTP endpoints on one port. Decodes requests, authenticates, picks the
-//! organization, calls one use case, and maps its answer (errors in exactly one place: `error.rs`).
+//! The transport: gRPC, gRPC-Web, reflection, Envoy's ext_authz and the OAuth HTTP endpoints on one port. Decodes
+//! requests, authenticates, picks the organization, calls one use case, and maps its answer (errors in exactly one
+//! place: `error.rs`).
 
 pub mod admin;
 pub mod api_keys;
 mod auth;
+pub mod client_address;
 pub mod codec;
 mod connection;
 mod convert;
 pub mod error;
+pub mod ext_authz;
 mod framing;
 mod health;
 mod incoming;

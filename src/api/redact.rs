@@ -68,9 +68,27 @@ impl fmt::Debug for AddAppKeyRequest {
     }
 }
 
+/// Envoy's view of a request: header names are shown, values and the query never (`authorization` and
+/// `x-api-key` carry secrets, and others may).
+impl fmt::Debug for super::pb::envoy::service::auth::v3::attribute_context::HttpRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.headers.keys().collect();
+        names.sort();
+        f.debug_struct("HttpRequest")
+            .field("id", &self.id)
+            .field("method", &self.method)
+            .field("headers", &names)
+            // The query may carry a credential too.
+            .field("path", &self.path.split('?').next().unwrap_or_default())
+            .field("host", &self.host)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 
     #[test]
     fn secrets_and_key_files_never_print() {
@@ -91,5 +109,13 @@ mod tests {
         // The bytes of a key file would print as numbers: check those are absent too.
         let file = AddAppKeyResponse { key_details: vec![107, 109, 95], ..Default::default() };
         assert!(!format!("{file:?}").contains("107"));
+        // What Envoy asks about: the credential's header, and a query, show no value.
+        let checked = HttpRequest {
+            headers: [("x-api-key".to_owned(), secret.clone())].into(),
+            path: format!("/reports?api_key={secret}"),
+            ..Default::default()
+        };
+        let line = format!("{checked:?}");
+        assert!(!line.contains("5ecretBody") && line.contains("x-api-key"), "{line}");
     }
 }

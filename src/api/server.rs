@@ -11,14 +11,17 @@ use tokio::net::TcpListener;
 use tonic::{service::Routes, transport::Server};
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::service::Services;
+use crate::{domain::client_address::TrustedProxies, service::Services};
 
 use super::{
     admin::Admin,
     api_keys::ApiKeys,
+    client_address::ClientAddressLayer,
+    ext_authz::ExtAuthz,
     framing::{ContentTypeLayer, UnaryFramingLayer},
     incoming::Incoming,
     management::Management,
+    pb::envoy::service::auth::v3::authorization_server::AuthorizationServer,
     pb::{
         self,
         keymint::{
@@ -67,11 +70,13 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves until `shutdown` completes, then stops accepting and lets in-flight calls finish.
+/// Serves until `shutdown` completes, then stops accepting and lets in-flight calls finish. Requests from
+/// `trusted_proxies` are taken to come from the client those proxies forward (x-forwarded-for).
 pub async fn serve(
     listener: TcpListener,
     services: Arc<Services>,
     limits: Limits,
+    trusted_proxies: TrustedProxies,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -91,6 +96,12 @@ pub async fn serve(
         .max_decoding_message_size(limits.max_message_bytes);
     let api_keys = ApiKeyServiceServer::new(ApiKeys { services: services.clone() })
         .max_decoding_message_size(limits.max_message_bytes);
+    let client_address = ClientAddressLayer::new(trusted_proxies.clone());
+    let ext_authz = AuthorizationServer::new(ExtAuthz {
+        services: services.clone(),
+        trusted_proxies: Arc::new(trusted_proxies),
+    })
+    .max_decoding_message_size(limits.max_message_bytes);
 
     let mut grpc = Routes::builder();
     grpc.add_service(health_service)
@@ -98,7 +109,8 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(admin)
         .add_service(management)
-        .add_service(api_keys);
+        .add_service(api_keys)
+        .add_service(ext_authz);
     let grpc = grpc.routes().prepare();
     // Outermost first. The content type is checked before gRPC-Web translation (which would answer 400 over
     // HTTP/1.1 and pass other types through over HTTP/2); framing after it, so that it sees gRPC-Web bodies
@@ -112,8 +124,9 @@ pub async fn serve(
         .layer(UnaryFramingLayer { max_message_bytes: limits.max_message_bytes })
         .service(grpc);
     // The one router: HTTP routes by path, gRPC for the rest (a request for an unknown path with a non-gRPC
-    // content type still meets the 415 of the gRPC side).
-    let router = super::oauth::routes(services).layer(HttpLogLayer).fallback_service(grpc);
+    // content type still meets the 415 of the gRPC side). The client's address is worked out before either.
+    let router =
+        super::oauth::routes(services).layer(HttpLogLayer).fallback_service(grpc).layer(client_address);
 
     Server::builder()
         .accept_http1(true)

@@ -1,5 +1,6 @@
-//! One log event per RPC: method, status code, latency and organization (at debug level for UNAUTHENTICATED).
-//! Never a header value: they carry tokens.
+//! One log event per RPC: method, status code, latency, client address and organization (at debug level for
+//! UNAUTHENTICATED). A call the client or a proxy reset before it was answered is logged as CANCELLED. Never a
+//! header value: they carry tokens.
 
 use std::{
     future::Future,
@@ -10,6 +11,8 @@ use std::{
 
 use tower::{Layer, Service};
 use tracing::Instrument;
+
+use super::client_address::ClientAddress;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RpcLogLayer;
@@ -45,13 +48,19 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         // Handlers record `org` into this span once they know it.
-        let span = tracing::info_span!("rpc", method = %request.uri().path(), org = tracing::field::Empty);
-        let started = Instant::now();
+        let span = tracing::info_span!(
+            "rpc",
+            method = %request.uri().path(),
+            client = client(&request),
+            org = tracing::field::Empty
+        );
+        // Dropped with the future when the stream is reset before the answer: it logs the call then.
+        let mut unanswered = Unanswered::new();
         let response = self.inner.call(request);
         Box::pin(
             async move {
                 let result = response.await;
-                let latency_us = started.elapsed().as_micros() as u64;
+                let latency_us = unanswered.answered();
                 match &result {
                     // A handler's error comes as a trailers-only response: grpc-status in the headers. Without it
                     // the call succeeded (its status follows in the trailers).
@@ -74,6 +83,38 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+/// The client's address (api/client_address.rs) for the log, when the request came over TCP.
+fn client<B>(request: &http::Request<B>) -> Option<tracing::field::DisplayValue<std::net::IpAddr>> {
+    request.extensions().get::<ClientAddress>().map(|client| tracing::field::display(client.0))
+}
+
+/// A call whose answer has not been given yet. Unless it is, dropping it logs the call as CANCELLED: hyper drops
+/// a call's future when the client (or a proxy in between, such as Envoy when its own client went away) resets
+/// the stream, and no status is sent. It is not a fault of keymint's, so it is no warning either.
+struct Unanswered {
+    started: Option<Instant>,
+}
+
+impl Unanswered {
+    fn new() -> Self {
+        Unanswered { started: Some(Instant::now()) }
+    }
+
+    /// Disarms it and says how long the call took, in microseconds.
+    fn answered(&mut self) -> u64 {
+        self.started.take().map_or(0, |started| started.elapsed().as_micros() as u64)
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(started) = self.started {
+            let latency_us = started.elapsed().as_micros() as u64;
+            tracing::info!(code = ?tonic::Code::Cancelled, latency_us, "rpc reset by the client or a proxy");
+        }
     }
 }
 
@@ -115,6 +156,7 @@ where
             "http",
             method = %request.method(),
             path = %request.uri().path(),
+            client = client(&request),
             org = tracing::field::Empty
         );
         let started = Instant::now();

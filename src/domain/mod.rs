@@ -5,6 +5,7 @@ pub mod api_key;
 pub mod app;
 pub mod assertion;
 pub mod cidr;
+pub mod client_address;
 pub mod error;
 pub mod events;
 pub mod ids;

@@ -7,6 +7,7 @@ pub mod app_keys;
 pub mod apps;
 mod bounded;
 mod cache;
+pub mod edge;
 mod error;
 pub mod keys;
 pub mod oauth;

@@ -96,6 +96,19 @@ pub struct AuthenticatedClient {
     pub app: AppRow,
 }
 
+/// An access token that is active: who it was issued to, and what it may do.
+#[derive(Debug, Clone)]
+pub struct ActiveToken {
+    /// The application's client ID (`<app id>@<project name>`).
+    pub client_id: String,
+    /// The application's organization.
+    pub org_id: String,
+    /// The granted scopes (the `scope` claim).
+    pub scopes: Vec<String>,
+    /// Every claim, as signed.
+    pub claims: Map<String, Value>,
+}
+
 /// An access token whose signature, issuer and expiry checked out.
 struct VerifiedToken {
     claims: Map<String, Value>,
@@ -384,22 +397,36 @@ impl Services {
         if api_key_secret::looks_like_api_key(token) {
             return self.introspect_api_key(client, token, client_ip).await;
         }
-        let Some(verified) = self.verify_access_token(token).await? else { return Ok(inactive) };
-        if verified.claims.get("aud").and_then(Value::as_str) != Some(client.app.project_id.as_str()) {
+        let Some(active) = self.active_access_token(token).await? else { return Ok(inactive) };
+        if active.claims.get("aud").and_then(Value::as_str) != Some(client.app.project_id.as_str()) {
             return Ok(inactive);
         }
-        let Some(app_id) = verified.client_id.split_once('@').map(|(id, _)| id) else { return Ok(inactive) };
-        let owner = self.oauth_client(app_id).await?;
-        if owner.is_none_or(|app| app.client_id != verified.client_id) {
-            return Ok(inactive); // Its application was removed.
-        }
-        if self.token_revoked(app_id, &verified.jti).await? {
-            return Ok(inactive);
-        }
-        let mut answer = verified.claims;
+        let mut answer = active.claims;
         answer.insert("active".into(), json!(true));
         answer.insert("token_type".into(), json!("Bearer"));
         Ok(Value::Object(answer))
+    }
+
+    /// A keymint access token that is active now: its signature, issuer and expiry check out, its application
+    /// still exists (with the client ID the token names), and it was not revoked. None for anything else.
+    /// Introspection and Envoy's ext_authz decide by this.
+    pub async fn active_access_token(&self, token: &str) -> Result<Option<ActiveToken>> {
+        let Some(verified) = self.verify_access_token(token).await? else { return Ok(None) };
+        let Some(app_id) = verified.client_id.split_once('@').map(|(id, _)| id) else { return Ok(None) };
+        let owner = self.oauth_client(app_id).await?;
+        let Some(app) = owner.filter(|app| app.client_id == verified.client_id) else {
+            return Ok(None); // Its application was removed.
+        };
+        if self.token_revoked(app_id, &verified.jti).await? {
+            return Ok(None);
+        }
+        let scopes = verified.claims.get("scope").and_then(Value::as_str).unwrap_or_default();
+        Ok(Some(ActiveToken {
+            scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+            org_id: app.details.org_id.clone(),
+            client_id: verified.client_id,
+            claims: verified.claims,
+        }))
     }
 
     /// An API key secret of the client's organization, verified like VerifyApiKey (usage and limits count; a key

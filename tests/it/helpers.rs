@@ -164,14 +164,22 @@ pub fn config(db: &FreshDb, admin_token: Option<String>) -> Config {
         signing_key_rotation: std::time::Duration::from_secs(30 * 86_400),
         // SQLite generates its own into the data directory; processes sharing PostgreSQL need the same one.
         master_key: db.url.as_ref().map(|_| TEST_MASTER_KEY.to_owned()),
+        trusted_proxies: Vec::new(),
     }
 }
 
 impl TestServer {
     pub async fn start(db: Db) -> TestServer {
+        Self::start_with(db, |_| {}).await
+    }
+
+    /// Starts with the test configuration changed by `adjust` first (e.g. trusted proxies).
+    pub async fn start_with(db: Db, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let db = FreshDb::create(&db).await;
         let token = new_secret("km_admin_").expect("rng").to_string();
-        let running = app::start(&config(&db, Some(token.clone()))).await.expect("start keymint");
+        let mut config = config(&db, Some(token.clone()));
+        adjust(&mut config);
+        let running = app::start(&config).await.expect("start keymint");
         TestServer { addr: running.addr, running: Some(running), token, db }
     }
 
