@@ -8,7 +8,10 @@ use keymint::api::pb::keymint::{
 };
 use serde::Deserialize;
 
-use crate::helpers::{Db, TestServer};
+use crate::{
+    envoy::Envoy,
+    helpers::{Db, TestServer},
+};
 
 /// What web/test/console.mjs created, from its `RESULT` line.
 #[derive(Debug, Deserialize)]
@@ -22,22 +25,50 @@ struct Created {
     api_key_last_four: String,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_console_creates_projects_apps_and_keys_in_a_browser() {
+/// Chromium, when KEYMINT_TEST_CHROMIUM names one; the console must be built then.
+fn chromium() -> Option<String> {
     let Ok(chromium) = std::env::var("KEYMINT_TEST_CHROMIUM") else {
         eprintln!("KEYMINT_TEST_CHROMIUM is not set: skipping the browser console test (.ci/run sets it)");
-        return;
+        return None;
     };
-    let web = concat!(env!("CARGO_MANIFEST_DIR"), "/web");
     assert!(
-        std::path::Path::new(web).join("dist/index.html").exists(),
+        std::path::Path::new(WEB).join("dist/index.html").exists(),
         "KEYMINT_TEST_CHROMIUM is set but the console is not built: npm --prefix web ci && npm --prefix web run build"
     );
+    Some(chromium)
+}
+
+const WEB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_creates_projects_apps_and_keys_in_a_browser() {
+    let Some(chromium) = chromium() else { return };
     let server = TestServer::start(Db::Sqlite).await;
-    let (url, token) = (server.url(), server.token.clone());
+    let created = run_console(&chromium, server.url(), &server).await;
+    check_created(&server, &created).await;
+    server.stop().await;
+}
+
+/// The same flow with the browser talking to Envoy's gRPC-Web filter (deploy/envoy/grpc-web.yaml), which talks
+/// gRPC to keymint: CORS and error details as Envoy passes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_through_envoy() {
+    let Some(chromium) = chromium() else { return };
+    let Some(envoy) = crate::envoy::envoy_binary() else { return };
+    let server = TestServer::start(Db::Sqlite).await;
+    let proxy = Envoy::start(&envoy, "grpc-web.yaml", &crate::envoy::keymint_values(&server)).await;
+    let created = run_console(&chromium, proxy.url(), &server).await;
+    check_created(&server, &created).await;
+    drop(proxy);
+    server.stop().await;
+}
+
+/// Runs web/test/console.mjs against `url` with the server's admin token; what it says it created.
+async fn run_console(chromium: &str, url: String, server: &TestServer) -> Created {
+    let (chromium, token) = (chromium.to_owned(), server.token.clone());
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("node")
-            .arg(format!("{web}/test/console.mjs"))
+            .arg(format!("{WEB}/test/console.mjs"))
             .arg(url)
             .arg(token)
             .env("KEYMINT_TEST_CHROMIUM", chromium)
@@ -53,9 +84,11 @@ async fn the_console_creates_projects_apps_and_keys_in_a_browser() {
         String::from_utf8_lossy(&output.stderr)
     );
     let result = stdout.lines().find_map(|line| line.strip_prefix("RESULT ")).expect("a RESULT line");
-    let created: Created = serde_json::from_str(result).expect("RESULT is JSON");
+    serde_json::from_str(result).expect("RESULT is JSON")
+}
 
-    // What the browser made is on the server, as the console said.
+/// What the browser made is on the server, as the console said.
+async fn check_created(server: &TestServer, created: &Created) {
     let mut management = server.management().await;
     let projects = management
         .list_projects(server.req(ListProjectsRequest { query: None }))
@@ -93,5 +126,4 @@ async fn the_console_creates_projects_apps_and_keys_in_a_browser() {
         .result;
     let api_key = api_keys.iter().find(|k| k.title == created.api_key_title).expect("the console's API key");
     assert_eq!(api_key.last_four, created.api_key_last_four);
-    server.stop().await;
 }

@@ -31,7 +31,7 @@ use tempfile::TempDir;
 use crate::helpers::{Db, TestServer, api_key_request, error_of, on_both_databases};
 
 /// The envoy binary, or None (and the test passes, saying so) when KEYMINT_TEST_ENVOY is unset.
-fn envoy_binary() -> Option<PathBuf> {
+pub(crate) fn envoy_binary() -> Option<PathBuf> {
     match std::env::var("KEYMINT_TEST_ENVOY") {
         Ok(path) if !path.is_empty() => Some(PathBuf::from(path)),
         _ => {
@@ -48,7 +48,7 @@ fn free_port() -> u16 {
 }
 
 /// An Envoy running one of deploy/envoy/'s configurations; killed when dropped.
-struct Envoy {
+pub(crate) struct Envoy {
     child: Child,
     port: u16,
     dir: TempDir,
@@ -56,7 +56,7 @@ struct Envoy {
 
 impl Envoy {
     /// Fills the placeholders of `deploy/envoy/<name>` and starts Envoy on it, waiting until it answers.
-    async fn start(binary: &Path, name: &str, values: &[(&str, String)]) -> Envoy {
+    pub(crate) async fn start(binary: &Path, name: &str, values: &[(&str, String)]) -> Envoy {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/envoy").join(name);
         let mut config = std::fs::read_to_string(&path).expect("read the Envoy configuration");
         let port = free_port();
@@ -91,7 +91,7 @@ impl Envoy {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr())
     }
 
@@ -107,7 +107,7 @@ impl Drop for Envoy {
     }
 }
 
-fn keymint_values(server: &TestServer) -> Vec<(&'static str, String)> {
+pub(crate) fn keymint_values(server: &TestServer) -> Vec<(&'static str, String)> {
     vec![("KEYMINT_HOST", "127.0.0.1".into()), ("KEYMINT_PORT", server.addr.port().to_string())]
 }
 
