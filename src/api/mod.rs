@@ -1,5 +1,6 @@
-//! The transport: gRPC, gRPC-Web, reflection and the OAuth HTTP endpoints on one port. Decodes requests, authenticates, picks the
-//! organization, calls one use case, and maps its answer (errors in exactly one place: `error.rs`).
+//! The transport: gRPC, gRPC-Web, reflection, JSON/REST and the OAuth HTTP endpoints on one port. Decodes
+//! requests, authenticates, picks the organization, calls one use case, and maps its answer (errors in exactly one
+//! place: `error.rs`).
 
 pub mod admin;
 pub mod api_keys;
@@ -15,6 +16,7 @@ pub mod limits;
 pub mod management;
 pub mod oauth;
 mod redact;
+pub mod rest;
 pub mod server;
 mod telemetry;
 

@@ -19,6 +19,7 @@ mod oauth;
 mod outage;
 mod privileges;
 mod projections;
+mod rest;
 mod shared_limits;
 mod startup;
 mod store;
