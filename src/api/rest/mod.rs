@@ -193,3 +193,44 @@ fn is_json(content_type: &HeaderValue) -> bool {
     let media = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(path: &str, content_type: Option<&str>) -> Request {
+        let mut request = Request::new(Body::empty());
+        *request.uri_mut() = path.parse().unwrap();
+        if let Some(content_type) = content_type {
+            request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+        }
+        request
+    }
+
+    #[test]
+    fn grpc_goes_by_content_type_or_service_path() {
+        let service = "/keymint.management.v1.ManagementService/AddProject";
+        assert!(is_for_grpc(&request(service, Some("application/grpc"))));
+        assert!(is_for_grpc(&request(service, Some("application/grpc-web+proto"))));
+        assert!(
+            is_for_grpc(&request(service, None)),
+            "a preflight, or a wrong type the gRPC side answers 415"
+        );
+        assert!(is_for_grpc(&request(service, Some("application/json"))));
+        assert!(is_for_grpc(&request("/management/v1/projects", Some("application/grpc"))));
+        assert!(!is_for_grpc(&request("/management/v1/projects", Some("application/json"))));
+        assert!(!is_for_grpc(&request("/management/v1/projects", None)));
+        assert!(!is_for_grpc(&request("/apikeys/v1/keys/7:roll", None)));
+        assert!(!is_for_grpc(&request("/openapi.json", None)));
+    }
+
+    #[test]
+    fn json_content_types() {
+        for good in ["application/json", "application/json; charset=utf-8", "application/merge-patch+json"] {
+            assert!(is_json(&HeaderValue::from_static(good)), "{good}");
+        }
+        for bad in ["text/plain", "application/x-www-form-urlencoded", "application/jsonx"] {
+            assert!(!is_json(&HeaderValue::from_static(bad)), "{bad}");
+        }
+    }
+}

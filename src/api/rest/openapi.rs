@@ -22,6 +22,7 @@ pub fn document(pool: &DescriptorPool, routes: &Routes) -> Value {
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     let mut operation_ids = HashSet::new();
     let mut tags = BTreeMap::new();
+    let mut operations = Vec::new();
 
     for route in routes.iter() {
         let input = route.rpc.input();
@@ -91,7 +92,16 @@ pub fn document(pool: &DescriptorPool, routes: &Routes) -> Value {
                 "content": { "application/json": { "schema": schema } },
             });
         }
-        paths.entry(path).or_default().insert(route.http_method.as_str().to_ascii_lowercase(), operation);
+        let method = route.http_method.as_str().to_ascii_lowercase();
+        let names = route.template.variables.iter().map(|v| json_path(&input, &v.field_path)).collect();
+        let output = route.response_body.is_none().then(|| route.rpc.output());
+        operations.push(Operation { id, method: method.clone(), path: path.clone(), params: names, output });
+        paths.entry(path).or_default().insert(method, operation);
+    }
+    for (from, links) in links(&operations) {
+        if let Some(operation) = paths.get_mut(&from.path).and_then(|ops| ops.get_mut(&from.method)) {
+            operation["responses"]["200"]["links"] = Value::Object(links);
+        }
     }
 
     schemas.finish();
@@ -120,6 +130,72 @@ pub fn document(pool: &DescriptorPool, routes: &Routes) -> Value {
             },
             "schemas": components,
         },
+    })
+}
+
+/// What links between operations are made from.
+struct Operation {
+    id: String,
+    method: String,
+    path: String,
+    params: Vec<String>,
+    output: Option<MessageDescriptor>,
+}
+
+/// OpenAPI links from each creating call (POST) to the calls that take what it returns, so that clients and
+/// stateful testers follow real objects: the ID a call returns fills the variable right after its path
+/// (`POST /projects` → `/projects/{id}`, `/projects/{projectId}/apps/api`), a field of the answer fills the
+/// variable of its name (`appId`), and the creating call's own path variables fill those of the same name.
+fn links(operations: &[Operation]) -> Vec<(&Operation, Map<String, Value>)> {
+    let mut out = Vec::new();
+    for from in operations.iter().filter(|o| o.method == "post") {
+        let Some(output) = &from.output else { continue };
+        let id = identifier(output);
+        let mut links = Map::new();
+        for to in operations.iter().filter(|o| o.id != from.id && !o.params.is_empty()) {
+            let mut parameters = Map::new();
+            let mut from_answer = false;
+            for param in &to.params {
+                let after_path = to.path.starts_with(&format!("{}/{{{param}}}", from.path));
+                let value = if after_path && let Some(id) = &id {
+                    from_answer = true;
+                    format!("$response.body#{id}")
+                } else if from.params.contains(param) {
+                    format!("$request.path.{param}")
+                } else if param != "id"
+                    && output.get_field_by_json_name(param).is_some_and(|f| f.kind() == Kind::String)
+                {
+                    from_answer = true;
+                    format!("$response.body#/{param}")
+                } else {
+                    break;
+                };
+                parameters.insert(param.clone(), json!(value));
+            }
+            if from_answer && parameters.len() == to.params.len() {
+                links.insert(to.id.clone(), json!({ "operationId": to.id, "parameters": parameters }));
+            }
+        }
+        if !links.is_empty() {
+            out.push((from, links));
+        }
+    }
+    out
+}
+
+/// The JSON pointer of the ID an answer reports: its `id`, or the `id` of the one object it holds.
+fn identifier(output: &MessageDescriptor) -> Option<String> {
+    let is_id = |message: &MessageDescriptor| {
+        message.get_field_by_name("id").is_some_and(|f| f.kind() == Kind::String && !f.is_list())
+    };
+    if is_id(output) {
+        return Some("/id".to_owned());
+    }
+    output.fields().find_map(|field| match field.kind() {
+        Kind::Message(inner) if !field.is_list() && is_id(&inner) => {
+            Some(format!("/{}/id", field.json_name()))
+        }
+        _ => None,
     })
 }
 
@@ -314,6 +390,17 @@ fn well_known(message: &MessageDescriptor) -> Option<Value> {
     Some(schema)
 }
 
+/// A proto comment as text: its lines joined into paragraphs, which blank lines separate.
+fn paragraphs(comment: &str) -> String {
+    let lines: Vec<&str> = comment.lines().map(str::trim).collect();
+    lines
+        .split(|line| line.is_empty())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.join(" "))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
 /// The leading comments of the descriptors, by file and source path.
 struct Comments(HashMap<(String, Vec<i32>), String>);
 
@@ -324,8 +411,7 @@ impl Comments {
             let proto = file.file_descriptor_proto();
             for location in proto.source_code_info.iter().flat_map(|info| info.location.iter()) {
                 if let Some(comment) = &location.leading_comments {
-                    let text = comment.lines().map(str::trim).collect::<Vec<_>>().join("\n");
-                    map.insert((file.name().to_owned(), location.path.clone()), text.trim().to_owned());
+                    map.insert((file.name().to_owned(), location.path.clone()), paragraphs(comment));
                 }
             }
         }

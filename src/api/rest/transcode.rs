@@ -173,6 +173,8 @@ fn set(message: &mut DynamicMessage, fields: &[FieldDescriptor], raw: &str) -> R
             "false" => Value::Bool(false),
             _ => return Err(format!("{raw:?} is not true or false")),
         },
+        // An enum by its number, as the JSON mapping allows; by its name otherwise.
+        Kind::Enum(_) if raw.parse::<i32>().is_ok() => Value::from(raw.parse::<i32>().unwrap_or_default()),
         Kind::Message(inner) if !is_scalar_like(&inner) => {
             return Err("a message cannot be given as a parameter: name one of its fields".into());
         }
@@ -224,5 +226,103 @@ pub fn response(route: &Route, message: &DynamicMessage) -> Result<Vec<u8>, serd
             let value: Value = serde_json::from_slice(&out)?;
             serde_json::to_vec(value.get(field.json_name()).unwrap_or(&Value::Null))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost_reflect::DescriptorPool;
+
+    use super::*;
+    use crate::api::rest::rules::{Lookup, Routes};
+
+    fn routes() -> Routes {
+        let pool = DescriptorPool::decode(crate::api::pb::FILE_DESCRIPTOR_SET).unwrap();
+        Routes::from_pool(&pool).unwrap()
+    }
+
+    fn build(method: http::Method, path: &str, query: Option<&str>, body: &str) -> Result<Value, String> {
+        let routes = routes();
+        let Lookup::Found(route, variables) = routes.lookup(&method, path) else {
+            return Err(format!("no route for {method} {path}"));
+        };
+        let message = request(route, &variables, query, body.as_bytes()).map_err(|e| e.0)?;
+        Ok(serde_json::to_value(&message).unwrap())
+    }
+
+    #[test]
+    fn path_values_win_over_the_body() {
+        let built = build(
+            http::Method::POST,
+            "/management/v1/projects/7/apps/8/keys",
+            None,
+            r#"{"projectId": "1", "app_id": "2", "type": "KEY_TYPE_JSON"}"#,
+        )
+        .unwrap();
+        assert_eq!(built, serde_json::json!({"projectId": "7", "appId": "8", "type": "KEY_TYPE_JSON"}));
+    }
+
+    #[test]
+    fn query_parameters_by_either_name_enums_by_name_or_number() {
+        let by_name = build(
+            http::Method::GET,
+            "/apikeys/v1/keys",
+            Some("limit=5&starting_after=9&environment=ENVIRONMENT_TEST"),
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            by_name,
+            serde_json::json!({"limit": 5, "startingAfter": "9", "environment": "ENVIRONMENT_TEST"})
+        );
+        let by_number = build(http::Method::GET, "/apikeys/v1/keys", Some("environment=2"), "").unwrap();
+        assert_eq!(by_number, serde_json::json!({"environment": "ENVIRONMENT_TEST"}));
+    }
+
+    #[test]
+    fn refusals_name_what_is_wrong() {
+        let unknown = build(http::Method::GET, "/apikeys/v1/keys", Some("colour=red"), "").unwrap_err();
+        assert!(unknown.contains("colour"), "{unknown}");
+        let not_a_number = build(http::Method::GET, "/apikeys/v1/keys", Some("limit=many"), "").unwrap_err();
+        assert!(not_a_number.contains("limit"), "{not_a_number}");
+        let body_on_get = build(http::Method::GET, "/apikeys/v1/keys/1", None, "{}").unwrap_err();
+        assert!(body_on_get.contains("takes no body"), "{body_on_get}");
+        let query_on_post =
+            build(http::Method::POST, "/management/v1/projects", Some("name=x"), "{}").unwrap_err();
+        assert!(query_on_post.contains("JSON body"), "{query_on_post}");
+        let unknown_field =
+            build(http::Method::POST, "/management/v1/projects", None, r#"{"name": "p", "colour": 1}"#)
+                .unwrap_err();
+        assert!(unknown_field.contains("colour"), "{unknown_field}");
+        let broken =
+            build(http::Method::POST, "/management/v1/projects", None, "{\n\"name\": }").unwrap_err();
+        assert!(broken.contains("line 2 column"), "{broken}");
+        let trailing = build(http::Method::POST, "/management/v1/projects", None, "{} {}").unwrap_err();
+        assert!(trailing.contains("trailing"), "{trailing}");
+    }
+
+    #[test]
+    fn custom_verbs_are_matched_before_plain_variables() {
+        let routes = routes();
+        match routes.lookup(&http::Method::POST, "/apikeys/v1/keys/7:roll") {
+            Lookup::Found(route, variables) => {
+                assert_eq!(route.rpc.name(), "RollApiKey");
+                assert_eq!(variables, [("id".to_owned(), "7".to_owned())]);
+            }
+            _ => unreachable!("the roll route"),
+        }
+        assert!(matches!(
+            routes.lookup(&http::Method::GET, "/apikeys/v1/keys/7:roll"),
+            Lookup::WrongMethod(allowed) if allowed == [http::Method::POST]
+        ));
+        assert!(matches!(
+            routes.lookup(&http::Method::POST, "/apikeys/v1/keys/_search"),
+            Lookup::WrongMethod(_)
+        ));
+        match routes.lookup(&http::Method::POST, "/management/v1/projects/_search") {
+            Lookup::Found(route, _) => assert_eq!(route.rpc.name(), "ListProjects"),
+            _ => unreachable!("the search route"),
+        }
+        assert!(matches!(routes.lookup(&http::Method::GET, "/nothing/here"), Lookup::NotFound));
     }
 }
