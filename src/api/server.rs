@@ -1,8 +1,8 @@
 //! The listener: one router on one port. Plain-HTTP routes (the OAuth endpoints and their metadata) are matched
 //! first; then gRPC (h2c), gRPC-Web (HTTP/1.1 and HTTP/2, with CORS), server reflection v1 and v1alpha and
 //! grpc.health.v1.Health, behind their own layers, by content type or service path; everything else is JSON,
-//! transcoded to the same gRPC handlers (rest/), with `/openapi.json`. All of it over HTTP/1.1 and HTTP/2, with message, stream and concurrency limits, keepalive
-//! pings, deadlines and a graceful shutdown.
+//! transcoded to the same gRPC handlers (rest/), with `/openapi.json`. All of it over HTTP/1.1 and HTTP/2, with
+//! message, stream and concurrency limits, keepalive pings, deadlines and a graceful shutdown.
 
 use std::{future::Future, sync::Arc, time::Duration};
 

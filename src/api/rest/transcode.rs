@@ -100,7 +100,7 @@ pub fn request(
                 .map_err(|why| fail(format!("query parameter {name:?}: {why}")))?;
         }
     }
-    // Path values win over the body's, as the rule's definition says; merging replaces singular fields.
+    // Path values win over the body's, as the rule's definition says: what the body set there is cleared first.
     for (path, value) in variables {
         let fields = resolve(&input, path).map_err(fail)?;
         clear(&mut message, &fields);
