@@ -370,6 +370,12 @@ async fn errors_over_json_body(db: Db) {
         assert_eq!(status, 415, "{body}");
         error_parts(&body, 3);
 
+        let oversized = json!({ "name": "x".repeat(1024 * 1024 + 1) }).to_string();
+        let (status, body, _) =
+            json.raw(Method::POST, "/management/v1/projects", Some(&oversized), &[]).await;
+        assert_eq!(status, 413, "over the message size limit: {body}");
+        assert_eq!(error_parts(&body, 8).0, "MESSAGE_TOO_LARGE");
+
         // Validation: field violations with JSON names, for the same rules as gRPC.
         let (status, body) =
             json.call(Method::POST, "/management/v1/projects", Some(json!({ "name": " " }))).await;

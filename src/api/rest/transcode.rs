@@ -280,6 +280,24 @@ mod tests {
     }
 
     #[test]
+    fn nested_fields_by_dotted_names() {
+        let pool = DescriptorPool::decode(crate::api::pb::FILE_DESCRIPTOR_SET).unwrap();
+        let input = pool.get_message_by_name("keymint.management.v1.ListAppKeysRequest").unwrap();
+        let mut message = DynamicMessage::new(input.clone());
+        set(&mut message, &resolve(&input, "query.limit").unwrap(), "10").unwrap();
+        set(&mut message, &resolve(&input, "query.asc").unwrap(), "true").unwrap();
+        set(&mut message, &resolve(&input, "app_id").unwrap(), "7").unwrap();
+        assert_eq!(
+            serde_json::to_value(&message).unwrap(),
+            serde_json::json!({"appId": "7", "query": {"limit": 10, "asc": true}})
+        );
+        assert_eq!(json_path(&input, "query.limit"), "query.limit");
+        assert_eq!(json_path(&input, "project_id"), "projectId");
+        assert!(resolve(&input, "appId.x").is_err(), "a string has no fields inside");
+        assert!(set(&mut message, &resolve(&input, "query.asc").unwrap(), "yes").is_err());
+    }
+
+    #[test]
     fn refusals_name_what_is_wrong() {
         let unknown = build(http::Method::GET, "/apikeys/v1/keys", Some("colour=red"), "").unwrap_err();
         assert!(unknown.contains("colour"), "{unknown}");
