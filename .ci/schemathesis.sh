@@ -26,7 +26,8 @@ cleanup() {
 trap cleanup EXIT
 
 for _ in $(seq 1 60); do
-  curl -fsS -o /dev/null "http://127.0.0.1:$PORT/openapi.json" 2>/dev/null && break
+  python3 -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+    "http://127.0.0.1:$PORT/openapi.json" 2>/dev/null && break
   kill -0 "$SERVER" 2>/dev/null || { cat "$LOG" >&2; echo "keymint did not start" >&2; exit 1; }
   sleep 0.5
 done
