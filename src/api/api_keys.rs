@@ -57,11 +57,11 @@ impl ApiKeyService for ApiKeys {
             expires_at: r
                 .expires_at
                 .as_ref()
-                .map(|t| convert::from_timestamp("expires_at", t).map(Timestamp::micros))
+                .map(|t| convert::from_timestamp("expiresAt", t).map(Timestamp::micros))
                 .transpose()
                 .or_status()?,
             integration: r.integration,
-            time_offset_micros: r.time_offset.map(|d| micros("time_offset", &d)).transpose()?.unwrap_or(0),
+            time_offset_micros: r.time_offset.map(|d| micros("timeOffset", &d)).transpose()?.unwrap_or(0),
         };
         let settings = Settings {
             title: r.title,
@@ -97,11 +97,8 @@ impl ApiKeyService for ApiKeys {
         let caller = auth::caller(&self.services, &request, Scope::ApiKeysRead).await?;
         let r = request.into_inner();
         // The filters are IDs, checked like any other before a store sees them (PostgreSQL fails on NUL).
-        let ids = [
-            ("starting_after", &r.starting_after),
-            ("ending_before", &r.ending_before),
-            ("app_id", &r.app_id),
-        ];
+        let ids =
+            [("startingAfter", &r.starting_after), ("endingBefore", &r.ending_before), ("appId", &r.app_id)];
         let given: Vec<(&str, &str)> = ids
             .iter()
             .filter(|(_, id)| !id.trim().is_empty())
@@ -158,8 +155,10 @@ impl ApiKeyService for ApiKeys {
             status,
             api_version: non_empty(r.api_version),
         };
+        // Entries by their JSON name (`allowedCidrs`) or their original one (`allowed_cidrs`), as a FieldMask's.
+        let mask: Vec<String> = r.update_mask.iter().map(|entry| snake_case(entry)).collect();
         let (key, written) =
-            self.services.update_api_key(&caller, &r.id, &r.update_mask, requested).await.or_status()?;
+            self.services.update_api_key(&caller, &r.id, &mask, requested).await.or_status()?;
         Ok(Response::new(UpdateApiKeyResponse {
             api_key: Some(key_message(key)),
             details: convert::written(written, &caller.org_id),
@@ -184,7 +183,7 @@ impl ApiKeyService for ApiKeys {
         let caller = auth::caller(&self.services, &request, Scope::ApiKeysWrite).await?;
         let r = request.get_ref();
         validate_ids(&[("id", &r.id)])?;
-        let grace = r.grace_period.map(|d| micros("grace_period", &d)).transpose()?.unwrap_or(0);
+        let grace = r.grace_period.map(|d| micros("gracePeriod", &d)).transpose()?.unwrap_or(0);
         let (issued, old_expires_at) = self.services.roll_api_key(&caller, &r.id, grace).await.or_status()?;
         let (api_key, details, secret) = issued_parts(issued, &caller.org_id);
         Ok(Response::new(RollApiKeyResponse {
@@ -219,7 +218,7 @@ impl ApiKeyService for ApiKeys {
         let client_ip = match r.client_ip.trim() {
             "" => None,
             ip => Some(ip.parse::<IpAddr>().map_err(|_| {
-                invalid("client_ip", "must be an IPv4 or IPv6 address (e.g. 203.0.113.7 or 2001:db8::1)")
+                invalid("clientIp", "must be an IPv4 or IPv6 address (e.g. 203.0.113.7 or 2001:db8::1)")
             })?),
         };
         let verdict = self
@@ -370,4 +369,18 @@ fn verdict_message(verdict: Verdict) -> VerifyApiKeyResponse {
         response.environment = environment(key.origin.environment).into();
     }
     response
+}
+
+/// `allowedCidrs` → `allowed_cidrs`; a name already in snake case stays as it is.
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

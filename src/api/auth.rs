@@ -1,4 +1,5 @@
-//! Reads the caller from request metadata: `authorization: Bearer <token>` and the optional `x-org-id` header.
+//! Reads the caller from request metadata: `authorization: Bearer <token>` and the optional `x-org-id` header
+//! (or ZITADEL's name for it, `x-zitadel-orgid`).
 
 use tonic::{Request, Status};
 
@@ -11,6 +12,8 @@ use super::error::IntoStatus;
 
 /// The header that picks the organization a call acts in.
 pub const ORG_HEADER: &str = "x-org-id";
+/// ZITADEL's name for the same header, accepted so that its clients work unchanged; `x-org-id` wins if both come.
+pub const ORG_HEADER_ALIAS: &str = "x-zitadel-orgid";
 
 /// The authenticated principal, refused unless it holds `scope`.
 pub async fn principal<T>(
@@ -42,12 +45,15 @@ pub async fn principal<T>(
 /// The principal and the organization the call acts in.
 pub async fn caller<T>(services: &Services, request: &Request<T>, scope: Scope) -> Result<Caller, Status> {
     let principal = principal(services, request, scope).await?;
-    let requested = request
-        .metadata()
-        .get(ORG_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|org| !org.is_empty());
+    let header = |name| {
+        request
+            .metadata()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|org| !org.is_empty())
+    };
+    let requested = header(ORG_HEADER).or_else(|| header(ORG_HEADER_ALIAS));
     let caller = services.caller(principal, requested).await.or_status()?;
     tracing::Span::current().record("org", caller.org_id.as_str());
     Ok(caller)

@@ -1,6 +1,7 @@
 //! The one place where errors become gRPC statuses: a code, a message for people, and details for machines
 //! (`google.rpc.ErrorInfo` with a stable reason; `google.rpc.BadRequest` with the invalid fields). The OAuth
-//! endpoints' errors become RFC 6749 §5.2 JSON answers here too (`oauth_error`).
+//! endpoints' errors become RFC 6749 §5.2 JSON answers here too (`oauth_error`), and a status's HTTP status for
+//! the JSON transcoder (`http_status`).
 
 use std::collections::HashMap;
 
@@ -142,6 +143,62 @@ fn with_reason(code: Code, message: impl Into<String>, reason: &str) -> Status {
         code,
         message,
         ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+    )
+}
+
+/// The HTTP status a JSON caller gets for a gRPC code (DESIGN.md's table; the codes keymint does not send
+/// follow google.rpc.Code's own mapping).
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        // 499, "client closed request", as google.rpc.Code says; not a server fault.
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A JSON request for a path no HTTP rule has.
+pub fn no_route(method: &http::Method, path: &str) -> Status {
+    with_reason(
+        Code::NotFound,
+        format!("no JSON route is {method} {path}: /openapi.json lists them all"),
+        "ROUTE_NOT_FOUND",
+    )
+}
+
+/// A JSON request for a known path with a method it does not take (HTTP 405, with `allow`).
+pub fn wrong_method(method: &http::Method, path: &str, allowed: &str) -> Status {
+    with_reason(
+        Code::Unimplemented,
+        format!("{path} does not take {method}; it takes {allowed}"),
+        "METHOD_NOT_ALLOWED",
+    )
+}
+
+/// A JSON body larger than the configured limit (HTTP 413).
+pub fn too_large_body(limit: usize) -> Status {
+    with_reason(
+        Code::ResourceExhausted,
+        format!("the request body is over the limit of {limit} bytes"),
+        "MESSAGE_TOO_LARGE",
+    )
+}
+
+/// A JSON request with a body of another media type (HTTP 415).
+pub fn unsupported_media_type(content_type: &str) -> Status {
+    with_reason(
+        Code::InvalidArgument,
+        format!("the body must be JSON (content-type: application/json), not {content_type}"),
+        "UNSUPPORTED_MEDIA_TYPE",
     )
 }
 

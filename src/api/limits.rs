@@ -37,7 +37,7 @@ const fn limit(number: u64, field: &'static str, max: usize) -> Limit {
 impl Bounded for CreateApiKeyRequest {
     const LIMITS: &'static [Limit] = &[
         limit(5, "scopes", MAX_SCOPES),
-        limit(6, "allowed_cidrs", MAX_ALLOWED_CIDRS),
+        limit(6, "allowedCidrs", MAX_ALLOWED_CIDRS),
         limit(13, "metadata", MAX_METADATA_ENTRIES),
     ];
 }
@@ -45,24 +45,24 @@ impl Bounded for CreateApiKeyRequest {
 impl Bounded for UpdateApiKeyRequest {
     const LIMITS: &'static [Limit] = &[
         // Each updatable field once; a longer mask can only repeat or misspell one.
-        limit(2, "update_mask", UPDATABLE.len()),
+        limit(2, "updateMask", UPDATABLE.len()),
         limit(5, "scopes", MAX_SCOPES),
-        limit(6, "allowed_cidrs", MAX_ALLOWED_CIDRS),
+        limit(6, "allowedCidrs", MAX_ALLOWED_CIDRS),
         limit(9, "metadata", MAX_METADATA_ENTRIES),
     ];
 }
 
 impl Bounded for AddApiAppRequest {
-    const LIMITS: &'static [Limit] = &[limit(3, "allowed_scopes", MAX_SCOPES)];
+    const LIMITS: &'static [Limit] = &[limit(3, "allowedScopes", MAX_SCOPES)];
 }
 
 impl Bounded for UpdateApiAppRequest {
-    const LIMITS: &'static [Limit] = &[limit(3, "allowed_scopes", MAX_SCOPES)];
+    const LIMITS: &'static [Limit] = &[limit(3, "allowedScopes", MAX_SCOPES)];
 }
 
 impl Bounded for VerifyApiKeyRequest {
     // A key holds at most MAX_SCOPES scopes, so a call needing more could never be valid.
-    const LIMITS: &'static [Limit] = &[limit(3, "required_scopes", MAX_SCOPES)];
+    const LIMITS: &'static [Limit] = &[limit(3, "requiredScopes", MAX_SCOPES)];
 }
 
 // Envoy's check requests: their maps (headers, context extensions) are nested, out of reach of a count of the
@@ -152,7 +152,7 @@ mod tests {
             daily_quota: u64::MAX,
             ..Default::default()
         };
-        assert_eq!(fields(&over), ["update_mask", "scopes", "allowed_cidrs", "metadata"]);
+        assert_eq!(fields(&over), ["updateMask", "scopes", "allowedCidrs", "metadata"]);
         let at = CreateApiKeyRequest {
             scopes: n(50),
             allowed_cidrs: n(100),
@@ -161,7 +161,7 @@ mod tests {
         };
         assert!(fields(&at).is_empty());
         let verify = VerifyApiKeyRequest { required_scopes: n(100_000), ..Default::default() };
-        assert_eq!(fields(&verify), ["required_scopes"]);
+        assert_eq!(fields(&verify), ["requiredScopes"]);
     }
 
     #[test]
@@ -173,7 +173,8 @@ mod tests {
         assert!(violations.is_empty());
     }
 
-    /// Each table names every repeated field and map of its message, by the number and name the proto gives it.
+    /// Each table names every repeated field and map of its message, by the number and JSON name the proto gives
+    /// it (field names in errors are the JSON names, for gRPC callers too).
     #[test]
     fn the_tables_match_the_descriptors() {
         let set =
@@ -195,7 +196,7 @@ mod tests {
                 .field
                 .iter()
                 .filter(|f| f.label() == prost_types::field_descriptor_proto::Label::Repeated)
-                .map(|f| (u64::try_from(f.number()).unwrap_or_default(), f.name()))
+                .map(|f| (u64::try_from(f.number()).unwrap_or_default(), f.json_name()))
                 .collect();
             let listed: Vec<(u64, &str)> = table.iter().map(|l| (l.number, l.field)).collect();
             assert_eq!(listed, repeated, "{name}");

@@ -88,7 +88,7 @@ impl ManagementService for Management {
     ) -> Result<Response<AddApiAppResponse>, Status> {
         let caller = auth::caller(&self.services, &request, Scope::ProjectsWrite).await?;
         let r = request.get_ref();
-        validate_ids(&[("project_id", &r.project_id)])?;
+        validate_ids(&[("projectId", &r.project_id)])?;
         let added = self
             .services
             .add_api_app(&caller, &r.project_id, &r.name, &r.allowed_scopes)
@@ -107,7 +107,7 @@ impl ManagementService for Management {
     ) -> Result<Response<UpdateApiAppResponse>, Status> {
         let caller = auth::caller(&self.services, &request, Scope::ProjectsWrite).await?;
         let r = request.get_ref();
-        validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
+        validate_ids(&[("projectId", &r.project_id), ("appId", &r.app_id)])?;
         let written = self
             .services
             .update_api_app(&caller, &r.project_id, &r.app_id, &r.allowed_scopes)
@@ -122,7 +122,7 @@ impl ManagementService for Management {
     ) -> Result<Response<GetAppByIdResponse>, Status> {
         let caller = auth::caller(&self.services, &request, Scope::ProjectsRead).await?;
         let r = request.get_ref();
-        validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
+        validate_ids(&[("projectId", &r.project_id), ("appId", &r.app_id)])?;
         let app = self.services.app(&caller, &r.project_id, &r.app_id).await.or_status()?;
         Ok(Response::new(GetAppByIdResponse { app: Some(app_message(app)) }))
     }
@@ -133,7 +133,7 @@ impl ManagementService for Management {
     ) -> Result<Response<ListAppsResponse>, Status> {
         let caller = auth::caller(&self.services, &request, Scope::ProjectsRead).await?;
         let r = request.get_ref();
-        validate_ids(&[("project_id", &r.project_id)])?;
+        validate_ids(&[("projectId", &r.project_id)])?;
         let q = r.query.unwrap_or_default();
         let view = self.services.apps(&caller, &r.project_id, q.offset, q.limit, q.asc).await.or_status()?;
         Ok(Response::new(ListAppsResponse {
@@ -148,7 +148,7 @@ impl ManagementService for Management {
     ) -> Result<Response<RemoveAppResponse>, Status> {
         let caller = auth::caller(&self.services, &request, Scope::ProjectsWrite).await?;
         let r = request.get_ref();
-        validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
+        validate_ids(&[("projectId", &r.project_id), ("appId", &r.app_id)])?;
         let written = self.services.remove_app(&caller, &r.project_id, &r.app_id).await.or_status()?;
         Ok(Response::new(RemoveAppResponse { details: convert::written(written, &caller.org_id) }))
     }
@@ -159,12 +159,12 @@ impl ManagementService for Management {
     ) -> Result<Response<AddAppKeyResponse>, Status> {
         let caller = auth::caller(&self.services, &request, Scope::KeysWrite).await?;
         let r = request.get_ref();
-        validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
+        validate_ids(&[("projectId", &r.project_id), ("appId", &r.app_id)])?;
         let (key_type, spec) = add_key_request(r)?;
         let expiration = r
             .expiration_date
             .as_ref()
-            .map(|t| convert::from_timestamp("expiration_date", t))
+            .map(|t| convert::from_timestamp("expirationDate", t))
             .transpose()
             .or_status()?;
         let added = self
@@ -186,7 +186,7 @@ impl ManagementService for Management {
     ) -> Result<Response<GetAppKeyResponse>, Status> {
         let caller = auth::caller(&self.services, &request, Scope::KeysRead).await?;
         let r = request.get_ref();
-        validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id), ("key_id", &r.key_id)])?;
+        validate_ids(&[("projectId", &r.project_id), ("appId", &r.app_id), ("keyId", &r.key_id)])?;
         let key = self.services.app_key(&caller, &r.project_id, &r.app_id, &r.key_id).await.or_status()?;
         Ok(Response::new(GetAppKeyResponse { key: Some(key_message(key).or_status()?) }))
     }
@@ -197,7 +197,7 @@ impl ManagementService for Management {
     ) -> Result<Response<ListAppKeysResponse>, Status> {
         let caller = auth::caller(&self.services, &request, Scope::KeysRead).await?;
         let r = request.get_ref();
-        validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
+        validate_ids(&[("projectId", &r.project_id), ("appId", &r.app_id)])?;
         let q = r.query.unwrap_or_default();
         let view = self
             .services
@@ -216,7 +216,7 @@ impl ManagementService for Management {
     ) -> Result<Response<RemoveAppKeyResponse>, Status> {
         let caller = auth::caller(&self.services, &request, Scope::KeysWrite).await?;
         let r = request.get_ref();
-        validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id), ("key_id", &r.key_id)])?;
+        validate_ids(&[("projectId", &r.project_id), ("appId", &r.app_id), ("keyId", &r.key_id)])?;
         let written =
             self.services.remove_app_key(&caller, &r.project_id, &r.app_id, &r.key_id).await.or_status()?;
         Ok(Response::new(RemoveAppKeyResponse { details: convert::written(written, &caller.org_id) }))
@@ -228,7 +228,7 @@ impl ManagementService for Management {
     ) -> Result<Response<ListAppChangesResponse>, Status> {
         let caller = auth::caller(&self.services, &request, Scope::ProjectsRead).await?;
         let r = request.get_ref();
-        validate_ids(&[("project_id", &r.project_id), ("app_id", &r.app_id)])?;
+        validate_ids(&[("projectId", &r.project_id), ("appId", &r.app_id)])?;
         let q = r.query.unwrap_or_default();
         let range = EventRange { from_sequence: q.sequence, limit: q.limit, asc: q.asc };
         let events = self.services.app_changes(&caller, &r.project_id, &r.app_id, range).await.or_status()?;
@@ -274,13 +274,13 @@ fn add_key_request(r: &AddAppKeyRequest) -> Result<(DomainKeyType, KeySpec), Sta
     let mut bits = None;
     if r.key_size != 0 {
         if supplied {
-            violations.add("key_size", "must be 0 with public_key: a supplied key has its own size");
+            violations.add("keySize", "must be 0 with publicKey: a supplied key has its own size");
         } else if algorithm.is_some_and(|a| a != DomainKeyAlgorithm::Rsa) {
-            violations.add("key_size", "applies to RSA keys only: leave it 0 for EC P-256 and Ed25519 keys");
+            violations.add("keySize", "applies to RSA keys only: leave it 0 for EC P-256 and Ed25519 keys");
         } else {
             bits = RsaBits::from_bits(r.key_size);
             if bits.is_none() {
-                violations.add("key_size", "must be 0 (the default), 2048, 3072 or 4096");
+                violations.add("keySize", "must be 0 (the default), 2048, 3072 or 4096");
             }
         }
     }

@@ -1,4 +1,5 @@
-//! The transport: gRPC, gRPC-Web, reflection, Envoy's ext_authz and the OAuth HTTP endpoints on one port. Decodes
+//! The transport: gRPC, gRPC-Web, reflection, JSON/REST, Envoy's ext_authz and the OAuth HTTP endpoints on one
+//! port. Decodes
 //! requests, authenticates, picks the organization, calls one use case, and maps its answer (errors in exactly one
 //! place: `error.rs`).
 
@@ -18,6 +19,7 @@ pub mod limits;
 pub mod management;
 pub mod oauth;
 mod redact;
+pub mod rest;
 pub mod server;
 mod telemetry;
 

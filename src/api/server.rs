@@ -1,8 +1,8 @@
-//! The listener: one router on one port. Plain-HTTP routes (the OAuth endpoints and their metadata; later the
-//! JSON transcoder and operations endpoints) are matched first; everything else falls through to gRPC (h2c),
-//! gRPC-Web (HTTP/1.1 and HTTP/2, with CORS), server reflection v1 and v1alpha and grpc.health.v1.Health, behind
-//! their own layers. All of it over HTTP/1.1 and HTTP/2, with message, stream and concurrency limits, keepalive
-//! pings, deadlines and a graceful shutdown.
+//! The listener: one router on one port. Plain-HTTP routes (the OAuth endpoints and their metadata) are matched
+//! first; then gRPC (h2c), gRPC-Web (HTTP/1.1 and HTTP/2, with CORS), server reflection v1 and v1alpha and
+//! grpc.health.v1.Health, behind their own layers, by content type or service path; everything else is JSON,
+//! transcoded to the same gRPC handlers (rest/), with `/openapi.json`. All of it over HTTP/1.1 and HTTP/2, with
+//! message, stream and concurrency limits, keepalive pings, deadlines and a graceful shutdown.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -68,6 +68,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("JSON routes: {0}")]
+    Rest(#[from] super::rest::RestError),
 }
 
 /// Serves until `shutdown` completes, then stops accepting and lets in-flight calls finish. Requests from
@@ -123,10 +125,16 @@ pub async fn serve(
         .layer(RpcLogLayer)
         .layer(UnaryFramingLayer { max_message_bytes: limits.max_message_bytes })
         .service(grpc);
-    // The one router: HTTP routes by path, gRPC for the rest (a request for an unknown path with a non-gRPC
-    // content type still meets the 415 of the gRPC side). The client's address is worked out before either.
-    let router =
-        super::oauth::routes(services).layer(HttpLogLayer).fallback_service(grpc).layer(client_address);
+    let grpc = super::rest::Grpc::new(grpc);
+    // The JSON routes call the same gRPC stack in-process, so they share its layers and handlers.
+    let transcoder =
+        Arc::new(super::rest::Transcoder::new(pb::FILE_DESCRIPTOR_SET, grpc, limits.max_message_bytes)?);
+    // The one router: the OAuth routes by path, then gRPC by content type or service path, then JSON. The
+    // client's address is worked out before any of them (the JSON routes pass it on to their gRPC call).
+    let router = super::oauth::routes(services)
+        .layer(HttpLogLayer)
+        .merge(super::rest::router(transcoder))
+        .layer(client_address);
 
     Server::builder()
         .accept_http1(true)
@@ -147,8 +155,16 @@ pub async fn serve(
 /// Browsers call gRPC-Web from other origins. Credentials travel in the authorization header, never in cookies,
 /// so any origin may call; the headers gRPC-Web needs are allowed and its status headers exposed.
 fn cors() -> CorsLayer {
-    const ALLOWED: [&str; 7] =
-        ["authorization", "content-type", "x-grpc-web", "x-user-agent", "grpc-timeout", "x-org-id", "accept"];
+    const ALLOWED: [&str; 8] = [
+        "authorization",
+        "content-type",
+        "x-grpc-web",
+        "x-user-agent",
+        "grpc-timeout",
+        "x-org-id",
+        "x-zitadel-orgid",
+        "accept",
+    ];
     const EXPOSED: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
     CorsLayer::new()
         .allow_origin(Any)

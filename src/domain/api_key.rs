@@ -255,19 +255,19 @@ pub fn not_found(id: &str) -> DomainError {
 /// Checks the fields fixed at creation.
 pub fn validate_origin(origin: &Origin, now: Timestamp, violations: &mut Violations) {
     if let Some(app_id) = &origin.app_id {
-        violations.id("app_id", app_id);
+        violations.id("appId", app_id);
     }
     if let Some(external_id) = &origin.external_id {
-        violations.text("external_id", external_id, MAX_LEN);
+        violations.text("externalId", external_id, MAX_LEN);
     }
     if let Some(expires_at) = origin.expires_at
         && expires_at <= now.micros()
     {
-        violations.add("expires_at", "must be in the future (leave it out for a key that does not expire)");
+        violations.add("expiresAt", "must be in the future (leave it out for a key that does not expire)");
     }
     violations.text("integration", &origin.integration, MAX_INTEGRATION_LEN);
     if origin.time_offset_micros.abs() > MAX_TIME_OFFSET_MICROS {
-        violations.add("time_offset", "must be between -24 hours and +24 hours");
+        violations.add("timeOffset", "must be between -24 hours and +24 hours");
     }
 }
 
@@ -300,7 +300,7 @@ impl Settings {
         if let Some(version) = &self.api_version
             && !is_calendar_date(version)
         {
-            violations.add("api_version", "must be a date as YYYY-MM-DD, e.g. 2026-11-25 (empty to unpin)");
+            violations.add("apiVersion", "must be a date as YYYY-MM-DD, e.g. 2026-11-25 (empty to unpin)");
         }
         self
     }
@@ -450,12 +450,12 @@ mod tests {
                 "title",
                 "description",
                 "scopes[1]",
-                "allowed_cidrs[0]",
-                "rate_limit.per_second",
-                "daily_quota",
+                "allowedCidrs[0]",
+                "rateLimit.perSecond",
+                "dailyQuota",
                 "metadata[]",
                 "status",
-                "api_version"
+                "apiVersion"
             ]
         );
         assert!(violations_of(Settings { scopes: vec![], ..settings() }).contains(&"scopes".to_owned()));
@@ -539,7 +539,7 @@ mod tests {
         validate_origin(&origin, NOW, &mut v);
         let Err(DomainError::InvalidArgument(found)) = v.into_result() else { unreachable!("all invalid") };
         let fields: Vec<_> = found.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(fields, ["app_id", "external_id", "expires_at", "integration", "time_offset"]);
+        assert_eq!(fields, ["appId", "externalId", "expiresAt", "integration", "timeOffset"]);
         let mut v = Violations::new();
         validate_origin(&Origin { expires_at: Some(NOW.micros() + 1), ..Origin::default() }, NOW, &mut v);
         assert!(v.into_result().is_ok());

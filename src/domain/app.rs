@@ -174,7 +174,7 @@ impl App {
 /// At most MAX_SCOPES well-formed scopes (`resource:action`, as API keys have them), duplicates dropped.
 fn validate_allowed_scopes(scopes: &[String], violations: &mut Violations) -> Vec<String> {
     if scopes.len() > MAX_SCOPES {
-        violations.add("allowed_scopes", format!("at most {MAX_SCOPES} scopes"));
+        violations.add("allowedScopes", format!("at most {MAX_SCOPES} scopes"));
         return vec![];
     }
     let mut seen = HashSet::new();
@@ -182,7 +182,7 @@ fn validate_allowed_scopes(scopes: &[String], violations: &mut Violations) -> Ve
     for (i, scope) in scopes.iter().enumerate() {
         if !is_valid_scope(scope) {
             violations.add(
-                &format!("allowed_scopes[{i}]"),
+                &format!("allowedScopes[{i}]"),
                 "scopes look like resource:action: lowercase letters, digits, _ - . on either side of one colon",
             );
         } else if seen.insert(scope.as_str()) {
@@ -198,7 +198,7 @@ pub fn check_expiration(expiration: Timestamp, now: Timestamp) -> Result<(), Dom
         Ok(())
     } else {
         Err(DomainError::invalid(
-            "expiration_date",
+            "expirationDate",
             "must be in the future (leave it out for a key that does not expire)",
         ))
     }
@@ -252,7 +252,7 @@ mod tests {
         for expiration in [NOW, Timestamp(NOW.0 - 1)] {
             let refused = app.state.add_key("a", "p", new_key("k", expiration), NOW);
             assert!(
-                matches!(refused, Err(DomainError::InvalidArgument(v)) if v[0].field == "expiration_date")
+                matches!(refused, Err(DomainError::InvalidArgument(v)) if v[0].field == "expirationDate")
             );
         }
     }
@@ -280,7 +280,7 @@ mod tests {
         assert_eq!(app.state.update("a", "p", &[]), Ok(vec![]), "already any scope");
         assert!(matches!(
             app.state.update("a", "p", &["Bad Scope".to_owned()]),
-            Err(DomainError::InvalidArgument(v)) if v[0].field == "allowed_scopes[0]"
+            Err(DomainError::InvalidArgument(v)) if v[0].field == "allowedScopes[0]"
         ));
         let added = App::default().add("a", "p", "billing", "api", &["x:y".to_owned()]);
         assert!(

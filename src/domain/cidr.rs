@@ -247,7 +247,7 @@ impl AllowList {
     pub fn parse(entries: &[String]) -> Result<AllowList, Vec<FieldViolation>> {
         if entries.len() > MAX_ALLOWED_CIDRS {
             return Err(vec![FieldViolation::new(
-                "allowed_cidrs",
+                "allowedCidrs",
                 format!(
                     "must have at most {MAX_ALLOWED_CIDRS} entries, not {}: merge neighbouring blocks into \
                      wider ones",
@@ -262,7 +262,7 @@ impl AllowList {
             match entry.parse::<Cidr>() {
                 Ok(block) if !seen.insert(block) => {}
                 Ok(block) => blocks.push(block),
-                Err(e) => violations.push(FieldViolation::new(format!("allowed_cidrs[{i}]"), e.to_string())),
+                Err(e) => violations.push(FieldViolation::new(format!("allowedCidrs[{i}]"), e.to_string())),
             }
         }
         if violations.is_empty() { Ok(AllowList(blocks)) } else { Err(violations) }
@@ -596,7 +596,7 @@ mod tests {
         let entries = strings(&["10.0.0.0/8", "10.0.0.1/8", "2001:db8::/32", "", "1.2.3.4/33"]);
         let violations = AllowList::parse(&entries).unwrap_err();
         let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
-        assert_eq!(fields, ["allowed_cidrs[1]", "allowed_cidrs[3]", "allowed_cidrs[4]"]);
+        assert_eq!(fields, ["allowedCidrs[1]", "allowedCidrs[3]", "allowedCidrs[4]"]);
         assert!(violations[0].description.contains("10.0.0.0/8"), "{}", violations[0].description);
     }
 
@@ -609,7 +609,7 @@ mod tests {
         too_many.push("not an address".to_string());
         let violations = AllowList::parse(&too_many).unwrap_err();
         assert_eq!(violations.len(), 1);
-        assert_eq!(violations[0].field, "allowed_cidrs");
+        assert_eq!(violations[0].field, "allowedCidrs");
     }
 
     #[test]

@@ -38,12 +38,12 @@ impl RateLimit {
         let mut violations = Violations::new();
         if !(1..=MAX_PER_SECOND).contains(&self.per_second) {
             violations.add(
-                "rate_limit.per_second",
+                "rateLimit.perSecond",
                 format!("must be between 1 and {MAX_PER_SECOND} calls per second"),
             );
         }
         if !(1..=MAX_BURST).contains(&self.burst) {
-            violations.add("rate_limit.burst", format!("must be between 1 and {MAX_BURST} calls"));
+            violations.add("rateLimit.burst", format!("must be between 1 and {MAX_BURST} calls"));
         }
         violations.into_result()
     }
@@ -79,7 +79,7 @@ impl TokenBucket {
     pub fn new(limit: RateLimit, now: Timestamp) -> Result<Self, DomainError> {
         limit.validate()?;
         let Some(per_second) = NonZeroU32::new(limit.per_second) else {
-            return Err(DomainError::invalid("rate_limit.per_second", "must be at least 1"));
+            return Err(DomainError::invalid("rateLimit.perSecond", "must be at least 1"));
         };
         Ok(TokenBucket {
             per_second,
@@ -151,13 +151,13 @@ impl DailyQuota {
     pub fn new(limit: u64) -> Result<Self, DomainError> {
         if limit == 0 {
             return Err(DomainError::invalid(
-                "daily_quota",
+                "dailyQuota",
                 "must be at least 1 call per day; a key without a quota has no daily quota rather than one of 0",
             ));
         }
         if limit > MAX_DAILY_QUOTA {
             return Err(DomainError::invalid(
-                "daily_quota",
+                "dailyQuota",
                 format!("must be at most {MAX_DAILY_QUOTA} calls per day"),
             ));
         }
@@ -398,9 +398,9 @@ mod tests {
     #[test]
     fn rate_limit_validation_names_every_bad_field() {
         let both = RateLimit { per_second: 0, burst: 0 }.validate().unwrap_err();
-        assert_eq!(fields(both), ["rate_limit.per_second", "rate_limit.burst"]);
+        assert_eq!(fields(both), ["rateLimit.perSecond", "rateLimit.burst"]);
         let too_much = RateLimit { per_second: MAX_PER_SECOND + 1, burst: MAX_BURST + 1 };
-        assert_eq!(fields(too_much.validate().unwrap_err()), ["rate_limit.per_second", "rate_limit.burst"]);
+        assert_eq!(fields(too_much.validate().unwrap_err()), ["rateLimit.perSecond", "rateLimit.burst"]);
         assert!(RateLimit { per_second: 1, burst: 1 }.validate().is_ok());
         assert!(RateLimit { per_second: MAX_PER_SECOND, burst: MAX_BURST }.validate().is_ok());
         assert!(RateLimit { per_second: 1_000, burst: 1 }.validate().is_ok());
@@ -410,9 +410,9 @@ mod tests {
     #[test]
     fn a_quota_of_zero_or_beyond_reason_is_refused() {
         let zero = DailyQuota::new(0).unwrap_err();
-        assert!(zero.to_string().contains("daily_quota: must be at least 1"), "{zero}");
-        assert_eq!(fields(DailyQuota::new(MAX_DAILY_QUOTA + 1).unwrap_err()), ["daily_quota"]);
-        assert_eq!(fields(DailyQuota::new(u64::MAX).unwrap_err()), ["daily_quota"]);
+        assert!(zero.to_string().contains("dailyQuota: must be at least 1"), "{zero}");
+        assert_eq!(fields(DailyQuota::new(MAX_DAILY_QUOTA + 1).unwrap_err()), ["dailyQuota"]);
+        assert_eq!(fields(DailyQuota::new(u64::MAX).unwrap_err()), ["dailyQuota"]);
         assert_eq!(quota(1).limit(), 1);
         assert_eq!(quota(MAX_DAILY_QUOTA).limit(), MAX_DAILY_QUOTA);
     }

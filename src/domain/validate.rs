@@ -73,8 +73,8 @@ mod tests {
     #[test]
     fn reports_every_bad_field() {
         let mut v = Violations::new();
-        v.id("project_id", "").id("app_id", &"x".repeat(201)).name("name", "  ");
-        assert_eq!(fields(v), ["project_id", "app_id", "name"]);
+        v.id("projectId", "").id("appId", &"x".repeat(201)).name("name", "  ");
+        assert_eq!(fields(v), ["projectId", "appId", "name"]);
     }
 
     #[test]

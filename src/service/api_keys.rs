@@ -107,13 +107,13 @@ impl Services {
         let cursor = match (filter.starting_after, filter.ending_before) {
             (Some(_), Some(_)) => {
                 return Err(DomainError::invalid(
-                    "ending_before",
-                    "give starting_after or ending_before, not both",
+                    "endingBefore",
+                    "give startingAfter or endingBefore, not both",
                 )
                 .into());
             }
-            (Some(id), None) => self.cursor(caller, "starting_after", id, ApiKeyCursor::After).await?,
-            (None, Some(id)) => self.cursor(caller, "ending_before", id, ApiKeyCursor::Before).await?,
+            (Some(id), None) => self.cursor(caller, "startingAfter", id, ApiKeyCursor::After).await?,
+            (None, Some(id)) => self.cursor(caller, "endingBefore", id, ApiKeyCursor::Before).await?,
             (None, None) => ApiKeyCursor::None,
         };
         let backwards = matches!(cursor, ApiKeyCursor::Before(_));
@@ -153,12 +153,12 @@ impl Services {
         caller.principal.may_update_key(id, mask)?;
         let mut violations = Violations::new();
         if mask.is_empty() {
-            violations.add("update_mask", format!("must name at least one of: {}", UPDATABLE.join(", ")));
+            violations.add("updateMask", format!("must name at least one of: {}", UPDATABLE.join(", ")));
         }
         for (i, field) in mask.iter().enumerate() {
             if !UPDATABLE.contains(&field.as_str()) {
                 violations
-                    .add(&format!("update_mask[{i}]"), format!("must be one of: {}", UPDATABLE.join(", ")));
+                    .add(&format!("updateMask[{i}]"), format!("must be one of: {}", UPDATABLE.join(", ")));
             }
         }
         violations.into_result()?;
@@ -207,7 +207,7 @@ impl Services {
     ) -> Result<(Issued, Timestamp)> {
         if !(0..=MAX_GRACE_MICROS).contains(&grace_micros) {
             return Err(
-                DomainError::invalid("grace_period", "must be from 0 (stop at once) to 30 days").into()
+                DomainError::invalid("gracePeriod", "must be from 0 (stop at once) to 30 days").into()
             );
         }
         let current = self.api_key(caller, id).await?;

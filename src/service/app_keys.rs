@@ -172,11 +172,11 @@ fn curve_pair(curve: CurveAlgorithm) -> Result<Material> {
 fn supplied_key(text: &str, requested: Option<KeyAlgorithm>) -> Result<Material, DomainError> {
     if text.chars().nth(MAX_SUPPLIED_KEY_LEN).is_some() {
         return Err(DomainError::invalid(
-            "public_key",
+            "publicKey",
             format!("must be at most {MAX_SUPPLIED_KEY_LEN} characters: one PEM public key or one JWK"),
         ));
     }
-    let key = PublicKey::from_supplied(text).map_err(|e| DomainError::invalid("public_key", e.0))?;
+    let key = PublicKey::from_supplied(text).map_err(|e| DomainError::invalid("publicKey", e.0))?;
     let algorithm = match key.family() {
         KeyFamily::Rsa => KeyAlgorithm::Rsa,
         KeyFamily::EcP256 => KeyAlgorithm::EcP256,
@@ -189,6 +189,6 @@ fn supplied_key(text: &str, requested: Option<KeyAlgorithm>) -> Result<Material,
         ));
     }
     // Stored in one canonical form, whichever form it came in.
-    let public_key_pem = key.to_spki_pem().map_err(|e| DomainError::invalid("public_key", e.0))?;
+    let public_key_pem = key.to_spki_pem().map_err(|e| DomainError::invalid("publicKey", e.0))?;
     Ok(Material { public_key_pem, algorithm, private_pem: None })
 }

@@ -23,7 +23,7 @@ pub trait KeySource: Send + Sync + 'static {
 impl KeySource for KeyPool {
     async fn next_key(&self, bits: Option<RsaBits>) -> Result<RsaKeyPair> {
         self.take(bits).await.map_err(|e| match e {
-            PoolError::NotConfigured { .. } => DomainError::invalid("key_size", e.to_string()).into(),
+            PoolError::NotConfigured { .. } => DomainError::invalid("keySize", e.to_string()).into(),
             PoolError::Stopped(_) => Error::Internal(e.to_string()),
         })
     }

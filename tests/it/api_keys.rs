@@ -175,8 +175,8 @@ async fn create_refuses_bad_input(db: Db) {
             CreateApiKeyRequest { scopes: vec!["keys:read".into(), "Keys:Read".into()], ..valid() },
             "scopes[1]",
         ),
-        (CreateApiKeyRequest { allowed_cidrs: vec!["10.0.0.1/8".into()], ..valid() }, "allowed_cidrs[0]"),
-        (CreateApiKeyRequest { allowed_cidrs: vec!["not-an-ip".into()], ..valid() }, "allowed_cidrs[0]"),
+        (CreateApiKeyRequest { allowed_cidrs: vec!["10.0.0.1/8".into()], ..valid() }, "allowedCidrs[0]"),
+        (CreateApiKeyRequest { allowed_cidrs: vec!["not-an-ip".into()], ..valid() }, "allowedCidrs[0]"),
         (CreateApiKeyRequest { environment: Environment::Unspecified as i32, ..valid() }, "environment"),
         (CreateApiKeyRequest { environment: 7, ..valid() }, "environment"),
         (
@@ -184,11 +184,11 @@ async fn create_refuses_bad_input(db: Db) {
                 expires_at: Some(prost_types::Timestamp { seconds: now_seconds() - 60, nanos: 0 }),
                 ..valid()
             },
-            "expires_at",
+            "expiresAt",
         ),
         (
             CreateApiKeyRequest { rate_limit: Some(RateLimit { per_second: 0, burst: 1 }), ..valid() },
-            "rate_limit.per_second",
+            "rateLimit.perSecond",
         ),
         (
             CreateApiKeyRequest {
@@ -202,9 +202,9 @@ async fn create_refuses_bad_input(db: Db) {
                 time_offset: Some(prost_types::Duration { seconds: 25 * 3600, nanos: 0 }),
                 ..valid()
             },
-            "time_offset",
+            "timeOffset",
         ),
-        (CreateApiKeyRequest { external_id: "x".repeat(201), ..valid() }, "external_id"),
+        (CreateApiKeyRequest { external_id: "x".repeat(201), ..valid() }, "externalId"),
         (CreateApiKeyRequest { integration: "i".repeat(101), ..valid() }, "integration"),
     ];
     for (request, field) in cases {
@@ -291,11 +291,11 @@ async fn lists_page_with_stable_cursors(db: Db) {
     assert_eq!(error_of(&too_many), invalid(&["limit"]));
     let both = ListApiKeysRequest { starting_after: newest[0].clone(), ..before(&newest[1]) };
     let both = client.list_api_keys(server.req(both)).await.expect_err("two cursors");
-    assert_eq!(error_of(&both), invalid(&["ending_before"]));
+    assert_eq!(error_of(&both), invalid(&["endingBefore"]));
     let unknown = client.list_api_keys(server.req(after("123456789"))).await.expect_err("unknown cursor");
-    assert_eq!(error_of(&unknown), invalid(&["starting_after"]));
+    assert_eq!(error_of(&unknown), invalid(&["startingAfter"]));
     let unknown = client.list_api_keys(server.req(before("123456789"))).await.expect_err("unknown cursor");
-    assert_eq!(error_of(&unknown), invalid(&["ending_before"]));
+    assert_eq!(error_of(&unknown), invalid(&["endingBefore"]));
 
     // Filters: status, environment, application; revoked keys only when asked for.
     let inactive_id = newest[1].clone();
@@ -404,7 +404,7 @@ async fn update_changes_only_masked_fields(db: Db) {
     let mut pin = update_request(&id, &["api_version"]);
     pin.api_version = "2026-02-30".into();
     let bad_date = client.update_api_key(server.req(pin.clone())).await.expect_err("no such date");
-    assert_eq!(error_of(&bad_date), invalid(&["api_version"]));
+    assert_eq!(error_of(&bad_date), invalid(&["apiVersion"]));
     pin.api_version = "2026-11-25".into();
     let pinned = client.update_api_key(server.req(pin)).await.expect("pin").into_inner();
     assert_eq!(pinned.api_key.expect("record").api_version, "2026-11-25");
@@ -412,15 +412,15 @@ async fn update_changes_only_masked_fields(db: Db) {
 
     // Bad masks and values.
     let empty = client.update_api_key(server.req(update_request(&id, &[]))).await.expect_err("empty mask");
-    assert_eq!(error_of(&empty), invalid(&["update_mask"]));
+    assert_eq!(error_of(&empty), invalid(&["updateMask"]));
     let unknown =
         client.update_api_key(server.req(update_request(&id, &["colour"]))).await.expect_err("unknown field");
-    assert_eq!(error_of(&unknown), invalid(&["update_mask[0]"]));
+    assert_eq!(error_of(&unknown), invalid(&["updateMask[0]"]));
     let second_unknown = client
         .update_api_key(server.req(update_request(&id, &["title", "secret"])))
         .await
         .expect_err("unknown second field");
-    assert_eq!(error_of(&second_unknown), invalid(&["update_mask[1]"]));
+    assert_eq!(error_of(&second_unknown), invalid(&["updateMask[1]"]));
     let mut revoke = update_request(&id, &["status"]);
     revoke.status = Status::Revoked as i32;
     let revoke = client.update_api_key(server.req(revoke)).await.expect_err("revoke by update");
@@ -568,7 +568,7 @@ async fn delete_and_roll(db: Db) {
             .roll_api_key(server.req(RollApiKeyRequest { id: id.clone(), grace_period: grace }))
             .await
             .expect_err("grace out of bounds");
-        assert_eq!(error_of(&refused), invalid(&["grace_period"]), "{seconds} s");
+        assert_eq!(error_of(&refused), invalid(&["gracePeriod"]), "{seconds} s");
     }
     let thirty_days = Some(prost_types::Duration { seconds: 30 * 86_400, nanos: 0 });
     client
@@ -628,7 +628,7 @@ async fn other_organizations_keys_are_invisible(db: Db) {
     assert_eq!(revoked, (vec![], false));
     let cursor = ListApiKeysRequest { starting_after: id.clone(), ..list_request(10) };
     let cursor = client.list_api_keys(server.req(cursor)).await.expect_err("their key as a cursor");
-    assert_eq!(error_of(&cursor), invalid(&["starting_after"]));
+    assert_eq!(error_of(&cursor), invalid(&["startingAfter"]));
 
     // Verify in the caller's own organization does not find it, and says nothing about it.
     let verdict = verify(&server, &their_secret).await;

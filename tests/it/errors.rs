@@ -29,9 +29,9 @@ async fn invalid_input_is_refused_with_field_violations(db: Db) {
     let long = "9".repeat(201);
 
     let cases: Vec<(AddAppKeyRequest, Vec<&str>)> = vec![
-        (key_request("", &app_id, KeyType::Json as i32), vec!["project_id"]),
-        (key_request(&project_id, &long, KeyType::Json as i32), vec!["app_id"]),
-        (key_request("", "", KeyType::Json as i32), vec!["project_id", "app_id"]),
+        (key_request("", &app_id, KeyType::Json as i32), vec!["projectId"]),
+        (key_request(&project_id, &long, KeyType::Json as i32), vec!["appId"]),
+        (key_request("", "", KeyType::Json as i32), vec!["projectId", "appId"]),
         (key_request(&project_id, &app_id, KeyType::Unspecified as i32), vec!["type"]),
         (key_request(&project_id, &app_id, 7), vec!["type"]),
         (
@@ -39,18 +39,18 @@ async fn invalid_input_is_refused_with_field_violations(db: Db) {
                 expiration_date: Some(prost_types::Timestamp { seconds: 1_000_000_000, nanos: 0 }),
                 ..key_request(&project_id, &app_id, KeyType::Json as i32)
             },
-            vec!["expiration_date"],
+            vec!["expirationDate"],
         ),
         (
             AddAppKeyRequest {
                 expiration_date: Some(prost_types::Timestamp { seconds: 4_102_444_800, nanos: -5 }),
                 ..key_request(&project_id, &app_id, KeyType::Json as i32)
             },
-            vec!["expiration_date"],
+            vec!["expirationDate"],
         ),
-        (AddAppKeyRequest { key_size: 1024, ..helpers::key_request(&project_id, &app_id) }, vec!["key_size"]),
+        (AddAppKeyRequest { key_size: 1024, ..helpers::key_request(&project_id, &app_id) }, vec!["keySize"]),
         // A size keymint issues, but this server is not configured for.
-        (AddAppKeyRequest { key_size: 4096, ..helpers::key_request(&project_id, &app_id) }, vec!["key_size"]),
+        (AddAppKeyRequest { key_size: 4096, ..helpers::key_request(&project_id, &app_id) }, vec!["keySize"]),
     ];
     for (request, fields) in cases {
         let status = client.add_app_key(server.req(request.clone())).await.expect_err("invalid request");

@@ -313,11 +313,11 @@ A6rP/eHWolrcJUd7ah7HvPyE+LoyXfrY
         ..supplying(&project_id, &app_id, public_key)
     };
     let cases: Vec<(&str, AddAppKeyRequest, &[&str], &str)> = vec![
-        ("small RSA", with(rsa_1024, KeyAlgorithm::Unspecified, 0), &["public_key"], "2048"),
-        ("P-384 PEM", with(p384, KeyAlgorithm::Unspecified, 0), &["public_key"], "P-256"),
-        ("P-384 JWK", with(p384_jwk, KeyAlgorithm::Unspecified, 0), &["public_key"], "P-256"),
-        ("private JWK", with(PRIVATE_JWK, KeyAlgorithm::Unspecified, 0), &["public_key"], "private key"),
-        ("private PEM", with(private_pem, KeyAlgorithm::Unspecified, 0), &["public_key"], "private key"),
+        ("small RSA", with(rsa_1024, KeyAlgorithm::Unspecified, 0), &["publicKey"], "2048"),
+        ("P-384 PEM", with(p384, KeyAlgorithm::Unspecified, 0), &["publicKey"], "P-256"),
+        ("P-384 JWK", with(p384_jwk, KeyAlgorithm::Unspecified, 0), &["publicKey"], "P-256"),
+        ("private JWK", with(PRIVATE_JWK, KeyAlgorithm::Unspecified, 0), &["publicKey"], "private key"),
+        ("private PEM", with(private_pem, KeyAlgorithm::Unspecified, 0), &["publicKey"], "private key"),
         (
             "garbage PEM",
             with(
@@ -325,19 +325,19 @@ A6rP/eHWolrcJUd7ah7HvPyE+LoyXfrY
                 KeyAlgorithm::Unspecified,
                 0,
             ),
-            &["public_key"],
+            &["publicKey"],
             "base64",
         ),
         (
             "neither PEM nor JWK",
             with("ssh-ed25519 AAAAC3Nza", KeyAlgorithm::Unspecified, 0),
-            &["public_key"],
+            &["publicKey"],
             "JWK",
         ),
         (
             "public key and key_size",
             with(&rsa_pem, KeyAlgorithm::Unspecified, 2048),
-            &["key_size"],
+            &["keySize"],
             "supplied key",
         ),
         (
@@ -346,14 +346,14 @@ A6rP/eHWolrcJUd7ah7HvPyE+LoyXfrY
             &["algorithm"],
             "supplied key's",
         ),
-        ("key_size for EC", with("", KeyAlgorithm::EcP256, 2048), &["key_size"], "RSA keys only"),
+        ("key_size for EC", with("", KeyAlgorithm::EcP256, 2048), &["keySize"], "RSA keys only"),
         (
             "an unknown algorithm",
             AddAppKeyRequest { algorithm: 99, ..key_request(&project_id, &app_id) },
             &["algorithm"],
             "KEY_ALGORITHM_EC_P256",
         ),
-        ("an unknown size", with("", KeyAlgorithm::Rsa, 1024), &["key_size"], "2048, 3072 or 4096"),
+        ("an unknown size", with("", KeyAlgorithm::Rsa, 1024), &["keySize"], "2048, 3072 or 4096"),
     ];
     for (what, add, fields, why) in cases {
         let refused = client.add_app_key(server.req(add)).await.expect_err(what);

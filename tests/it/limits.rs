@@ -51,7 +51,7 @@ async fn counts_over_their_limits_are_refused_at_once_naming_the_field() {
                 allowed_cidrs: strings(101, |i| format!("10.0.0.{i}")),
                 ..Default::default()
             }),
-            "allowed_cidrs",
+            "allowedCidrs",
         ),
         (
             create(CreateApiKeyRequest {
@@ -84,7 +84,7 @@ async fn counts_over_their_limits_are_refused_at_once_naming_the_field() {
                 title: "x".into(),
                 ..Default::default()
             }),
-            "update_mask",
+            "updateMask",
         ),
         (
             update(UpdateApiKeyRequest {
@@ -110,7 +110,7 @@ async fn counts_over_their_limits_are_refused_at_once_naming_the_field() {
     let status = api_keys.verify_api_key(server.req(verify)).await.expect_err("over a limit");
     assert_eq!(
         (status.code(), error_of(&status).2),
-        (Code::InvalidArgument, vec!["required_scopes".to_owned()])
+        (Code::InvalidArgument, vec!["requiredScopes".to_owned()])
     );
     eprintln!("VerifyApiKey with 100,000 required scopes refused in {:?}", started.elapsed());
 
@@ -318,7 +318,7 @@ async fn control_characters_in_names(db: Db) {
     assert_eq!(code, Code::InvalidArgument);
     assert_eq!(
         fields,
-        ["description", "external_id", "integration", "metadata[k\\0]", "metadata[k]", "title"]
+        ["description", "externalId", "integration", "metadata[k\\0]", "metadata[k]", "title"]
     );
 
     let (key_id, _) = server.api_key("fine", &["keys:read"]).await;

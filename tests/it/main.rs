@@ -22,6 +22,7 @@ mod oauth;
 mod outage;
 mod privileges;
 mod projections;
+mod rest;
 mod serve;
 mod shared_limits;
 mod startup;

@@ -355,7 +355,7 @@ async fn bad_requests_and_callers_without_the_scope(db: Db) {
             client.verify_api_key(server.req(ask_from(&secret, client_ip))).await.expect_err(client_ip);
         assert_eq!(
             error_of(&refused),
-            (Code::InvalidArgument, "INVALID_ARGUMENT".into(), vec!["client_ip".into()]),
+            (Code::InvalidArgument, "INVALID_ARGUMENT".into(), vec!["clientIp".into()]),
             "{client_ip}"
         );
     }
@@ -460,7 +460,7 @@ async fn networks_at_their_edges(db: Db) {
         strings(&["10.0.0.0/8", "10.0.0.0/33", "fe80::1%eth0", "abc", "10.0.0.1/8", "2001:db8::/129", ""]);
     let request = CreateApiKeyRequest { allowed_cidrs: bad.clone(), ..api_key_request("bad", &["a:b"]) };
     let refused = client.create_api_key(server.req(request)).await.expect_err("bad networks");
-    let fields: Vec<String> = (1..bad.len()).map(|i| format!("allowed_cidrs[{i}]")).collect();
+    let fields: Vec<String> = (1..bad.len()).map(|i| format!("allowedCidrs[{i}]")).collect();
     assert_eq!(error_of(&refused), (Code::InvalidArgument, "INVALID_ARGUMENT".into(), fields));
     let update = UpdateApiKeyRequest {
         id: id.clone(),
@@ -469,7 +469,7 @@ async fn networks_at_their_edges(db: Db) {
         ..UpdateApiKeyRequest::default()
     };
     let refused = client.update_api_key(server.req(update)).await.expect_err("bad network");
-    assert_eq!(error_of(&refused).2, ["allowed_cidrs[0]"]);
+    assert_eq!(error_of(&refused).2, ["allowedCidrs[0]"]);
     assert_eq!(code(&server, &mut client, ask_from(&secret, "2001:db8::7")).await, Yes, "unchanged");
 
     server.stop().await;
