@@ -41,6 +41,8 @@ use keymint::{
 use tonic::{Request, metadata::MetadataValue, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+#[path = "keymint-bench/ext_authz.rs"]
+mod ext_authz;
 #[path = "keymint-bench/million.rs"]
 mod million;
 
@@ -85,6 +87,9 @@ struct Args {
     /// Client assertions signed before each OAuth scenario (each call uses one up).
     #[arg(long, default_value_t = 20_000)]
     oauth_assertions: usize,
+    /// The envoy binary for ext-authz (with it, `all` runs ext-authz too).
+    #[arg(long, env = "KEYMINT_BENCH_ENVOY")]
+    envoy: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -100,6 +105,9 @@ enum Scenario {
     VerifyApiKey1m,
     /// OAuth 2.0: token issuance against raw verify + sign, introspection against health.
     Oauth,
+    /// HTTP/1.1 through Envoy with keymint's ext_authz check against the same Envoy without it (needs `--envoy`;
+    /// part of `all` when it is given).
+    ExtAuthz,
 }
 
 /// One scenario's figures.
@@ -239,6 +247,11 @@ fn main() -> ExitCode {
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 async fn run(args: Args) -> BenchResult<u64> {
+    let envoy = match (&args.envoy, args.scenario) {
+        (None, Scenario::ExtAuthz) => return Err("ext-authz needs --envoy (or KEYMINT_BENCH_ENVOY)".into()),
+        (Some(envoy), Scenario::All | Scenario::ExtAuthz) => Some(envoy.clone()),
+        _ => None,
+    };
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let database = Database::create(args.postgres.as_deref()).await?;
     println!(
@@ -390,6 +403,11 @@ async fn run(args: Args) -> BenchResult<u64> {
     }
     if run_oauth {
         all.extend(oauth_scenarios(&running, &channels, &target, &health, &args, workers).await?);
+    }
+    if let Some(envoy) = envoy {
+        let figures =
+            ext_authz::run(&running, &channels, &target, &args, &envoy, &database.dir, workers).await?;
+        all.extend(figures);
     }
     all.push(health);
 
