@@ -65,6 +65,7 @@ pub struct Services {
     meters: verify::Meters,
     oauth: oauth::OAuthConfig,
     oauth_clients: oauth_clients::OAuthClients,
+    verified_tokens: oauth::VerifiedTokens,
     used_assertions: used_assertions::AssertionLog,
     signing_keys: signing_keys::SigningKeys,
     /// Whether the change feed delivers every change other processes commit (always, without other processes).
@@ -125,6 +126,7 @@ impl Services {
             meters: verify::Meters::new(DEFAULT_CACHE_CAPACITY),
             oauth: Default::default(),
             oauth_clients: Default::default(),
+            verified_tokens: Default::default(),
             used_assertions: Default::default(),
             signing_keys: Default::default(),
             feed_live: AtomicBool::new(true),

@@ -12,7 +12,7 @@ use std::{
 use serde_json::{Map, Value, json};
 
 use crate::{
-    crypto::{api_key_secret, jws, public_key::PublicKey, signing_keys::ALGORITHM},
+    crypto::{api_key_secret, jws, public_key::PublicKey, secret::secret_digest, signing_keys::ALGORITHM},
     domain::{
         AggregateType, Timestamp,
         assertion::{self, AssertionError, Claims},
@@ -23,6 +23,7 @@ use crate::{
 
 use super::{
     Error, Result, Services, Target,
+    bounded::BoundedCache,
     oauth_clients::ClientKey,
     verify::{VerifyCode, VerifyRequest},
 };
@@ -109,7 +110,31 @@ pub struct ActiveToken {
     pub claims: Map<String, Value>,
 }
 
+/// Access tokens whose signature and issuer checked out, by the SHA-256 of the token (never the token itself),
+/// at most `CAPACITY` of them. Resource servers and Envoy present the same token on request after request, and its
+/// signature (an RSA verify and a JSON parse) is the largest cost of checking it; what may change — revocation, the
+/// application's removal, expiry — is still checked on every call. Only verified tokens get in, so garbage cannot
+/// crowd them out.
+pub(super) struct VerifiedTokens(BoundedCache<[u8; 32], Arc<VerifiedToken>>);
+
+impl VerifiedTokens {
+    const CAPACITY: usize = 10_000;
+}
+
+impl Default for VerifiedTokens {
+    fn default() -> Self {
+        VerifiedTokens(BoundedCache::new(Self::CAPACITY))
+    }
+}
+
+impl std::fmt::Debug for VerifiedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedTokens").finish_non_exhaustive()
+    }
+}
+
 /// An access token whose signature, issuer and expiry checked out.
+#[derive(Clone)]
 struct VerifiedToken {
     claims: Map<String, Value>,
     jti: String,
@@ -469,6 +494,11 @@ impl Services {
         if token.len() > assertion::MAX_ASSERTION_BYTES {
             return Ok(None);
         }
+        let now = self.now().micros().div_euclid(1_000_000);
+        let digest = secret_digest(token);
+        if let Some(verified) = self.verified_tokens.0.get(&digest) {
+            return Ok((verified.expires_at > now).then(|| (*verified).clone()));
+        }
         let Ok(parsed) = jws::parse(token) else { return Ok(None) };
         if parsed.header_str("alg") != Some(ALGORITHM) || parsed.header_str("typ") != Some(ACCESS_TOKEN_TYPE)
         {
@@ -485,7 +515,6 @@ impl Services {
         }
         let claims = parsed.claims;
         let issuer = self.oauth_settings().issuer;
-        let now = self.now().micros().div_euclid(1_000_000);
         let exp = claims.get("exp").and_then(Value::as_i64);
         let (Some(exp), Some(jti), Some(client_id)) = (
             exp,
@@ -497,7 +526,9 @@ impl Services {
         if claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) || exp <= now {
             return Ok(None);
         }
-        Ok(Some(VerifiedToken { claims, jti, client_id, expires_at: exp }))
+        let verified = VerifiedToken { claims, jti, client_id, expires_at: exp };
+        self.verified_tokens.0.insert(digest, Arc::new(verified.clone()));
+        Ok(Some(verified))
     }
 
     /// POST /oauth/v2/revoke: revokes one of the client's access tokens, at once for every process sharing the

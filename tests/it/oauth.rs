@@ -608,7 +608,7 @@ async fn introspection_and_revocation(db: Db) {
     let app_row =
         |row: &String| row.starts_with(&format!("{}|", key.app_id)) && row.contains("invoices:read");
     assert!(before.iter().any(app_row), "the app's allowed scopes");
-    let revoked_row = |row: &String| row.ends_with(&format!("|{}|{}", key.app_id, revoked_exp(&revoked)));
+    let revoked_row = |row: &String| row.ends_with(&format!("|{}|{}", key.app_id, exp_of(&revoked)));
     assert!(before.iter().any(revoked_row), "the revoked token");
     store.rebuild_projections().await.expect("rebuild");
     assert_eq!(store.projection_snapshot().await.expect("snapshot"), before);
@@ -636,7 +636,7 @@ async fn beside_with_issuer(server: &TestServer) -> TestServer {
 }
 
 /// The `exp` of a token, read without verifying it.
-fn revoked_exp(token: &str) -> i64 {
+fn exp_of(token: &str) -> i64 {
     let claims = token.split('.').nth(1).expect("claims");
     let claims: Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).expect("base64")).expect("json");
@@ -761,6 +761,27 @@ async fn removed_application(db: Db) {
     assert_eq!(introspect(&http, &server, &second, &access, &[]).await, json!({"active": false}));
     let refused_answer = token(&http, &server, &key, &[]).await;
     refused(&refused_answer, 401, "invalid_client", "");
+    server.stop().await;
+}
+
+on_both_databases!(an_introspected_token_turns_inactive_when_it_expires, expiry);
+async fn expiry(db: Db) {
+    let server =
+        TestServer::start_with(db, |config| config.access_token_ttl = std::time::Duration::from_secs(2))
+            .await;
+    let http = Http::http1(&server);
+    let key = app_with_key(&server, "billing", &[]).await;
+    let access = token(&http, &server, &key, &[]).await.1["access_token"].as_str().expect("token").to_owned();
+    // Introspected twice (the second answer comes from the verified-token cache), then once it has expired.
+    for _ in 0..2 {
+        assert_eq!(introspect(&http, &server, &key, &access, &[]).await["active"], true);
+    }
+    let exp = exp_of(&access);
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    while now() as i64 <= exp {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(introspect(&http, &server, &key, &access, &[]).await, json!({"active": false}));
     server.stop().await;
 }
 
