@@ -417,7 +417,8 @@ fn decode_pem(pem: &str) -> Result<(&str, Vec<u8>), CryptoError> {
         .trim_end()
         .strip_suffix(format!("-----END {label}-----").as_str())
         .ok_or(CryptoError("the PEM's END line is missing or does not match its BEGIN line"))?;
-    let base64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    // Bytes, not chars: lists decode a PEM per key shown, and base64 is ASCII.
+    let base64: Vec<u8> = body.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     let der = STANDARD.decode(base64).map_err(|_| CryptoError("the PEM body is not valid base64"))?;
     Ok((label, der))
 }
