@@ -94,8 +94,9 @@ pub async fn serve(
 
     let admin = AdminServiceServer::new(Admin { services: services.clone() })
         .max_decoding_message_size(limits.max_message_bytes);
-    let management = ManagementServiceServer::new(Management { services: services.clone() })
-        .max_decoding_message_size(limits.max_message_bytes);
+    let management =
+        ManagementServiceServer::new(Management { services: services.clone(), jwks: Default::default() })
+            .max_decoding_message_size(limits.max_message_bytes);
     let api_keys = ApiKeyServiceServer::new(ApiKeys { services: services.clone() })
         .max_decoding_message_size(limits.max_message_bytes);
     let client_address = ClientAddressLayer::new(trusted_proxies.clone());

@@ -19,7 +19,7 @@ use std::{
 /// Shards of a cache with a large capacity. Small capacities get fewer, so that each shard holds a few entries.
 const SHARDS: usize = 16;
 
-pub(super) struct BoundedCache<K, V> {
+pub(crate) struct BoundedCache<K, V> {
     shards: Box<[RwLock<Shard<K, V>>]>,
     hasher: RandomState,
     capacity: usize,
@@ -75,7 +75,7 @@ impl<K: Hash + Eq + Clone, V> Shard<K, V> {
 }
 
 /// What an insert did besides inserting.
-pub(super) struct Inserted<K, V> {
+pub(crate) struct Inserted<K, V> {
     /// The entries that made room, if any had to (two when the shard was over its share).
     pub evicted: Vec<(K, V)>,
     /// No entry could be evicted (every candidate was refused): the shard holds more than its share now.

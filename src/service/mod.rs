@@ -5,7 +5,7 @@ pub mod access;
 pub mod api_keys;
 pub mod app_keys;
 pub mod apps;
-mod bounded;
+pub(crate) mod bounded;
 mod cache;
 pub mod edge;
 mod error;
