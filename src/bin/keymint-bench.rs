@@ -505,21 +505,34 @@ impl Target {
 
 /// Raw RSA-2048 generation with aws-lc-rs on `threads` threads: keys per second, and the time per key.
 async fn keygen(threads: usize, duration: Duration) -> Figures {
+    on_threads("keygen", threads, duration, || RsaKeyPair::generate(RsaBits::Rsa2048).is_ok()).await
+}
+
+/// A baseline without the server: `work` again and again on `threads` blocking threads for `duration`, each
+/// run timed and counted (false: an error).
+async fn on_threads(
+    name: &'static str,
+    threads: usize,
+    duration: Duration,
+    work: impl Fn() -> bool + Send + Sync + 'static,
+) -> Figures {
+    let work = Arc::new(work);
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
+            let work = work.clone();
             tokio::task::spawn_blocking(move || {
-                let mut latencies = Vec::new();
+                let mut samples = Vec::new();
                 while started.elapsed() < duration {
                     let one = Instant::now();
-                    let ok = RsaKeyPair::generate(RsaBits::Rsa2048).is_ok();
-                    latencies.push((one.elapsed().as_micros() as u64, ok));
+                    let ok = work();
+                    samples.push((one.elapsed().as_micros() as u64, ok));
                 }
-                latencies
+                samples
             })
         })
         .collect();
-    let mut figures = Figures { name: "keygen", ..Figures::default() };
+    let mut figures = Figures { name, ..Figures::default() };
     for handle in handles {
         for (us, ok) in handle.await.unwrap_or_default() {
             figures.calls += u64::from(ok);
@@ -1021,43 +1034,18 @@ async fn raw_verify_and_sign(
     threads: usize,
     duration: Duration,
 ) -> BenchResult<Figures> {
-    let key = Arc::new(keymint::crypto::public_key::PublicKey::from_spki_pem(&client.public_pem)?);
+    let key = keymint::crypto::public_key::PublicKey::from_spki_pem(&client.public_pem)?;
     let assertion = sign_assertions(client, "bench", 1, 1).await?.remove(0);
     let (signing, _) = keymint::crypto::signing_keys::SigningKey::generate("bench")?;
-    let signing = Arc::new(signing);
-    let started = Instant::now();
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (key, signing, assertion) = (key.clone(), signing.clone(), assertion.clone());
-            tokio::task::spawn_blocking(move || {
-                let mut samples = Vec::new();
-                while started.elapsed() < duration {
-                    let one = Instant::now();
-                    let ok = keymint::crypto::jws::parse(&assertion).is_ok_and(|parsed| {
-                        key.verify("RS256", parsed.signing_input.as_bytes(), &parsed.signature).is_ok()
-                            && signing
-                                .sign(
-                                    serde_json::json!({"typ": "at+jwt"}),
-                                    &serde_json::Value::Object(parsed.claims),
-                                )
-                                .is_ok()
-                    });
-                    samples.push((one.elapsed().as_micros() as u64, ok));
-                }
-                samples
-            })
+    Ok(on_threads("raw-verify-and-sign", threads, duration, move || {
+        keymint::crypto::jws::parse(&assertion).is_ok_and(|parsed| {
+            key.verify("RS256", parsed.signing_input.as_bytes(), &parsed.signature).is_ok()
+                && signing
+                    .sign(serde_json::json!({"typ": "at+jwt"}), &serde_json::Value::Object(parsed.claims))
+                    .is_ok()
         })
-        .collect();
-    let mut figures = Figures { name: "raw-verify-and-sign", ..Figures::default() };
-    for handle in handles {
-        for (us, ok) in handle.await.unwrap_or_default() {
-            figures.calls += u64::from(ok);
-            figures.errors += u64::from(!ok);
-            figures.latencies_us.push(us);
-        }
-    }
-    figures.seconds = started.elapsed().as_secs_f64();
-    Ok(figures)
+    })
+    .await)
 }
 
 /// token (client_credentials), access-token introspection and API-key introspection, each over HTTP/2 at
