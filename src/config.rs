@@ -35,6 +35,12 @@ pub enum Command {
         #[command(subcommand)]
         action: ProjectionsAction,
     },
+    /// Copy the SQLite database into a new file while keymint keeps serving (`VACUUM INTO`), and check the copy.
+    /// The master key (<data dir>/master.key or KEYMINT_MASTER_KEY) is not in it: keep it, apart, too.
+    Backup {
+        /// The file to write; it must not exist yet (or be empty).
+        to: PathBuf,
+    },
     /// Maintain keymint's token-signing keys.
     SigningKeys {
         #[command(subcommand)]

@@ -1,5 +1,6 @@
 //! The event store: the `events` table, the read models derived from it, and the trait both databases implement.
 
+pub mod backup;
 mod circuit;
 pub mod files;
 mod migrate;

@@ -63,6 +63,10 @@ impl Process {
         }
     }
 
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     pub(crate) async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
         Channel::from_shared(self.url.clone()).expect("url").connect().await
     }

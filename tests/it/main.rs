@@ -10,6 +10,7 @@ mod helpers;
 mod access;
 mod api_keys;
 mod app_keys;
+mod backup;
 mod bounded_caches;
 mod console;
 mod crash;

@@ -36,7 +36,12 @@ pub struct Http {
 
 impl Http {
     pub fn http1(server: &TestServer) -> Http {
-        Http { client: Client::builder(TokioExecutor::new()).build_http(), base: server.url() }
+        Self::at(server.url())
+    }
+
+    /// HTTP/1.1 to a server at `base` (http://host:port).
+    pub fn at(base: String) -> Http {
+        Http { client: Client::builder(TokioExecutor::new()).build_http(), base }
     }
 
     pub fn h2c(server: &TestServer) -> Http {
