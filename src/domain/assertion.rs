@@ -160,7 +160,9 @@ pub fn check_claims(
     if iat > now_secs + CLOCK_SKEW_SECS {
         return Err(AssertionError::IssuedInFuture);
     }
-    if exp - iat > MAX_LIFETIME_SECS {
+    // Saturating: both come from the client, and `i64::MAX - i64::MIN` would wrap (release builds) to -1, an
+    // assertion living forever that passes as one living less than an hour.
+    if exp.saturating_sub(iat) > MAX_LIFETIME_SECS {
         return Err(AssertionError::TooLong);
     }
     if let Some(nbf) = seconds(claims, "nbf")?
@@ -264,6 +266,20 @@ mod tests {
         ];
         for (changes, expected) in cases {
             assert_eq!(check(changes.clone()), Err(expected), "{changes}");
+        }
+    }
+
+    /// Found by the `jwt_assertion` fuzz target: `exp - iat` overflowed (a panic in debug builds; in release it
+    /// wrapped to -1, and such an assertion passed the one-hour lifetime rule).
+    #[test]
+    fn lifetimes_too_large_for_i64_are_too_long() {
+        let cases = [
+            json!({"iat": -9_000_000_000_000_000_000_i64, "exp": 9_000_000_000_000_000_000_i64}),
+            json!({"iat": i64::MIN, "exp": i64::MAX}),
+            json!({"iat": -1e300, "exp": 1e300}),
+        ];
+        for changes in cases {
+            assert_eq!(check(changes.clone()), Err(AssertionError::TooLong), "{changes}");
         }
     }
 

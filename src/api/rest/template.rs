@@ -206,6 +206,10 @@ pub fn percent_decode(raw: &str, keep_slash: bool) -> Option<String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = raw.get(i + 1..i + 3)?;
+            // Checked first: `from_str_radix` alone would also read `%+a` as the byte 0x0a.
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
             let byte = u8::from_str_radix(hex, 16).ok()?;
             if keep_slash && byte == b'/' {
                 out.extend_from_slice(&bytes[i..i + 3]);
@@ -255,6 +259,11 @@ mod tests {
             Some(vec![pair("id", "a/b c")])
         );
         assert_eq!(vars("/apikeys/v1/keys/{id}", "/apikeys/v1/keys/%zz"), None, "a broken escape");
+        // Found by the `rest_path` fuzz target: a sign is not a hex digit, though `u8::from_str_radix` takes one.
+        assert_eq!(vars("/apikeys/v1/keys/{id}", "/apikeys/v1/keys/%+a"), None, "a signed escape");
+        assert_eq!(percent_decode("a%+1b", false), None);
+        assert_eq!(percent_decode("%2b%2F", false).as_deref(), Some("+/"));
+        assert_eq!(percent_decode("%2b%2F", true).as_deref(), Some("+%2F"));
         assert_eq!(vars("/v1/keys", "/v1/keys/"), None, "a trailing slash is another path");
     }
 

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Fuzzing (README: "Fuzzing"): builds the cargo-fuzz targets of fuzz/ and runs each for a bounded time on a
+# temporary copy of its committed seed corpus, printing libFuzzer's execution counts. Fails on a crash, a
+# broken property (a panic), a slow input (-timeout) or a build error. KEYMINT_FUZZ_SECONDS: seconds per target.
+#
+# Stable Rust, no nightly: with `--sanitizer none` cargo-fuzz passes only stable codegen flags (SanitizerCoverage
+# instrumentation, `--cfg fuzzing`, debug assertions and overflow checks). AddressSanitizer would need nightly's
+# -Zsanitizer, and keymint forbids unsafe code, so what it would add is checks on the C of aws-lc-sys.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds="${KEYMINT_FUZZ_SECONDS:-30}"
+cargo_fuzz_version=0.13.2
+root="$PWD/.ci/cargo-bin"
+if ! "$root/bin/cargo-fuzz" --version 2>/dev/null | grep -qx "cargo-fuzz $cargo_fuzz_version"; then
+  cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked --root "$root"
+fi
+export PATH="$root/bin:$PATH"
+fuzz=(cargo fuzz)
+cargo fmt --check --manifest-path fuzz/Cargo.toml
+options=(--sanitizer none)
+
+started=$(date +%s)
+"${fuzz[@]}" build "${options[@]}"
+echo "fuzz build (release, instrumented, every dependency): $(($(date +%s) - started)) s"
+
+# libFuzzer adds what it finds to the corpus it is given: a temporary copy keeps the committed seeds as they are.
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+failed=0
+for target in $("${fuzz[@]}" list); do
+  mkdir "$work/$target"
+  cp fuzz/corpus/"$target"/* "$work/$target"/
+  log="$work/$target.log"
+  if "${fuzz[@]}" run "${options[@]}" "$target" "$work/$target" -- \
+    -max_total_time="$seconds" -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
+    # The last status line: "#<total execs> DONE cov: … exec/s: <rate> …".
+    done_line="$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n1)"
+    execs="$(sed -E 's/^#([0-9]+).*/\1/' <<<"$done_line")"
+    rate="$(sed -E 's/.*exec\/s: ([0-9]+).*/\1/' <<<"$done_line")"
+    printf '%-16s %10s execs in %ss (%s exec/s), corpus %s -> %s inputs\n' "$target" "$execs" "$seconds" "$rate" \
+      "$(ls fuzz/corpus/"$target" | wc -l)" "$(ls "$work/$target" | wc -l)"
+  else
+    failed=1
+    echo "fuzz target $target FAILED; what libFuzzer said:"
+    grep -E "panicked at|^(assertion|  left|  right)|ERROR: libFuzzer|Test unit written|^Base64:|SUMMARY" "$log" \
+      | cut -c1-400 || tail -n 40 "$log"
+    echo "reproduce: cargo fuzz run --sanitizer none $target fuzz/artifacts/$target/<file>"
+  fi
+done
+exit "$failed"
