@@ -300,6 +300,8 @@ async fn run(args: Args) -> BenchResult<u64> {
         signing_key_rotation: Duration::from_secs(30 * 86_400),
         master_key: Some(keymint::crypto::seal::MasterKey::generate()?.to_base64().to_string()),
         trusted_proxies: Vec::new(),
+        metrics: true,
+        shutdown_drain: Duration::ZERO,
     };
     let running = app::start(&config).await?;
     let channels = connect(&running, 4).await?;
