@@ -64,7 +64,10 @@ impl Running {
     pub async fn shutdown(self) -> Result<(), AppError> {
         let started = Instant::now();
         self.stopping.send_replace(true);
-        info!(drain_ms = self.drain.as_millis() as u64, "shutting down: /ready answers 503, health NOT_SERVING");
+        info!(
+            drain_ms = self.drain.as_millis() as u64,
+            "shutting down: /ready answers 503, health NOT_SERVING"
+        );
         if !self.drain.is_zero() {
             tokio::time::sleep(self.drain).await;
             info!(took_ms = ms(started), "shutdown: drain delay over, closing the listener");

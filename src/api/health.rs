@@ -27,7 +27,11 @@ const STORE_BOUND: [&str; 4] = [
 
 /// Reports the store's state now, before the server answers its first check, and then on every change in the
 /// background, until the server starts shutting down (`stopping` turns true).
-pub async fn follow_store(reporter: HealthReporter, mut state: StoreState, mut stopping: watch::Receiver<bool>) {
+pub async fn follow_store(
+    reporter: HealthReporter,
+    mut state: StoreState,
+    mut stopping: watch::Receiver<bool>,
+) {
     report(&reporter, state.is_up()).await;
     tokio::spawn(async move {
         let mut store_followed = true;
@@ -37,8 +41,8 @@ pub async fn follow_store(reporter: HealthReporter, mut state: StoreState, mut s
                     Some(up) => report(&reporter, up).await,
                     None => store_followed = false,
                 },
-                stopped = stopping.wait_for(|stopping| *stopping) => {
-                    if stopped.is_ok() {
+                stopped = async { stopping.wait_for(|stopping| *stopping).await.is_ok() } => {
+                    if stopped {
                         reporter.set_service_status("", ServingStatus::NotServing).await;
                         for service in STORE_BOUND {
                             reporter.set_service_status(service, ServingStatus::NotServing).await;

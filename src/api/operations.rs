@@ -15,11 +15,17 @@ use super::metrics::Metrics;
 
 /// Whether this server should be sent calls: the store answers, every key pool has a key ready, and it is not
 /// shutting down.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Readiness {
     store: StoreState,
     key_pool: Arc<KeyPool>,
     stopping: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness").field("failing", &self.failing()).finish()
+    }
 }
 
 impl Readiness {
@@ -48,20 +54,20 @@ impl Readiness {
     }
 }
 
-struct Operations {
+struct Endpoints {
     services: Arc<Services>,
     readiness: Readiness,
     metrics: Option<Arc<Metrics>>,
 }
 
-type Shared = State<Arc<Operations>>;
+type Shared = State<Arc<Endpoints>>;
 
 /// `/live` and `/ready`, and `/metrics` when metrics are on.
 pub fn routes(services: Arc<Services>, readiness: Readiness, metrics: Option<Arc<Metrics>>) -> Router {
     let with_metrics = metrics.is_some();
     let router = Router::new().route("/live", get(live)).route("/ready", get(ready));
     let router = if with_metrics { router.route("/metrics", get(scrape)) } else { router };
-    router.with_state(Arc::new(Operations { services, readiness, metrics }))
+    router.with_state(Arc::new(Endpoints { services, readiness, metrics }))
 }
 
 /// The process runs and its runtime answers: that is all liveness says (a store outage is no reason to restart).

@@ -96,9 +96,10 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     super::health::follow_store(health, services.store().state(), operations.readiness.stopping()).await;
-    let metrics = match operations.metrics {
-        true => Some(Arc::new(Metrics::new(&[pb::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET])?)),
-        false => None,
+    let metrics = if operations.metrics {
+        Some(Arc::new(Metrics::new(&[pb::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET])?))
+    } else {
+        None
     };
 
     let reflection = || {

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::{
     client_address::ClientAddress,
-    metrics::{self, Metrics, MethodIndex},
+    metrics::{self, MethodIndex, Metrics},
 };
 
 #[derive(Debug, Clone, Default)]
@@ -73,9 +73,10 @@ where
         let response = self.inner.call(request);
         Box::pin(
             async move {
-                let (result, reason) = match unanswered.counted.is_some() {
-                    true => metrics::with_reason(response).await,
-                    false => (response.await, None),
+                let (result, reason) = if unanswered.counted.is_some() {
+                    metrics::with_reason(response).await
+                } else {
+                    (response.await, None)
                 };
                 let latency_us = unanswered.answered();
                 match &result {

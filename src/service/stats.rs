@@ -10,7 +10,6 @@ use serde_json::Value;
 
 use super::{Error, Result, bounded::CacheStats, verify::VerifyCode};
 
-
 /// The results of an API key check (VerifyApiKey, ext_authz, and keymint's own callers' API keys), `error` for a
 /// check that failed (the store could not answer).
 pub const VERIFY_RESULTS: [&str; 11] = [
@@ -99,7 +98,9 @@ fn oauth_outcome(error: &Error) -> &'static str {
         Error::OAuth(e) => e.code.as_str(),
         Error::Domain(_) => "invalid_request",
         Error::Unauthenticated(_) => "invalid_client",
-        Error::Unavailable(_) | Error::Conflict | Error::Aborted | Error::Unwritable(_) => "temporarily_unavailable",
+        Error::Unavailable(_) | Error::Conflict | Error::Aborted | Error::Unwritable(_) => {
+            "temporarily_unavailable"
+        }
         Error::Internal(_) => "server_error",
     }
 }
@@ -149,7 +150,7 @@ impl super::Services {
     }
 
     /// The in-memory caches by name, with their sizes and lookups.
-    pub fn cache_stats(&self) -> Vec<(&'static str, CacheStats)> {
+    pub(crate) fn cache_stats(&self) -> Vec<(&'static str, CacheStats)> {
         vec![
             ("api_keys", self.api_keys_read.stats()),
             ("api_keys_absent", self.api_keys_read.absent_stats()),

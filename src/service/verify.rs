@@ -604,12 +604,12 @@ impl Services {
     /// Checks a presented secret. Malformed secrets are NOT_FOUND without a store lookup; known keys are
     /// answered from memory after the first lookup. Every answer is counted by its code (see stats.rs).
     pub async fn verify_api_key(&self, request: VerifyRequest<'_>) -> Result<Verdict> {
-        let verdict = self.check_api_key(request).await;
+        let verdict = self.verdict_of(request).await;
         self.counts.verified(verdict.as_ref().ok().map(|v| v.code));
         verdict
     }
 
-    async fn check_api_key(&self, request: VerifyRequest<'_>) -> Result<Verdict> {
+    async fn verdict_of(&self, request: VerifyRequest<'_>) -> Result<Verdict> {
         let not_found = Verdict { code: VerifyCode::NotFound, key: None, rate: None };
         if api_key_secret::parse(request.secret).is_err() {
             return Ok(not_found);

@@ -79,7 +79,10 @@ impl PgStore {
 
     /// Reads and writes share one pool; leases have their own.
     fn pools(&self) -> Vec<super::PoolConnections> {
-        vec![super::PoolConnections::of("main", &self.read), super::PoolConnections::of("leases", &self.leases)]
+        vec![
+            super::PoolConnections::of("main", &self.read),
+            super::PoolConnections::of("leases", &self.leases),
+        ]
     }
 
     /// A fresh connection and a round trip: a pool that is merely busy says nothing about the database.

@@ -75,7 +75,10 @@ impl Scrape {
                     }
                     Some("TYPE") => {
                         let kind = rest.unwrap_or_default();
-                        assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind), "{line}");
+                        assert!(
+                            ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                            "{line}"
+                        );
                         assert!(
                             !scrape.samples.iter().any(|s| family_of(&s.name, kind) == name),
                             "TYPE after its samples: {line}"
@@ -113,7 +116,10 @@ impl Scrape {
                 series.entry(labels).or_default().push((le, sample.value));
             }
             for (labels, buckets) in series {
-                assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1), "{family} {labels:?}");
+                assert!(
+                    buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+                    "{family} {labels:?}"
+                );
                 assert_eq!(buckets.last().map(|b| b.0), Some(f64::INFINITY), "{family} {labels:?} has +Inf");
                 let count = self.value(&format!("{family}_count"), &as_pairs(&labels));
                 assert_eq!(buckets.last().map(|b| b.1), Some(count), "+Inf = _count: {family} {labels:?}");
@@ -310,9 +316,15 @@ async fn counters_move(db: Db) {
         "metered",
     ];
     for value in after.label_values() {
-        assert!(!forbidden.iter().any(|f| !f.is_empty() && value.contains(f)), "label value {value:?} names an object");
+        assert!(
+            !forbidden.iter().any(|f| !f.is_empty() && value.contains(f)),
+            "label value {value:?} names an object"
+        );
         assert!(!value.starts_with("km_"), "label value {value:?} looks like a secret");
-        assert!(value.chars().filter(char::is_ascii_digit).count() < 10, "label value {value:?} looks like an ID");
+        assert!(
+            value.chars().filter(char::is_ascii_digit).count() < 10,
+            "label value {value:?} looks like an ID"
+        );
     }
     server.stop().await;
 }
@@ -346,10 +358,10 @@ fn the_parser_refuses_what_the_format_does_not_allow() {
     let ok = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\\\"2\"} 3\n";
     assert_eq!(Scrape::parse(ok).value("a_total", &[("x", "1\"2")]), 3.0);
     for bad in [
-        "a_total 1\n",                                                   // no TYPE
-        "# TYPE a counter\na 1\n",                                      // a counter without _total
-        "# TYPE a_total counter\na_total{x=1} 1\n",                     // an unquoted value
-        "# TYPE a_total counter\na_total one\n",                        // not a number
+        "a_total 1\n",                              // no TYPE
+        "# TYPE a counter\na 1\n",                  // a counter without _total
+        "# TYPE a_total counter\na_total{x=1} 1\n", // an unquoted value
+        "# TYPE a_total counter\na_total one\n",    // not a number
         "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_count 1\nh_sum 0\n", // not cumulative
     ] {
         assert!(std::panic::catch_unwind(|| Scrape::parse(bad)).is_err(), "accepted {bad:?}");

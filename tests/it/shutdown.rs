@@ -18,7 +18,9 @@ use tokio::{
     net::TcpStream,
 };
 use tonic::transport::Channel;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use crate::helpers::{Db, FreshDb, api_key_request, on_both_databases, with_token};
 
@@ -32,7 +34,8 @@ struct Keymint {
 impl Keymint {
     /// Starts the binary with a JSON log in `log`, usage flushed only on shutdown (an hour apart otherwise).
     async fn start(db: &FreshDb, token: &str, log: &std::path::Path) -> Keymint {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_keymint"));
         command
             .arg("serve")
@@ -49,7 +52,9 @@ impl Keymint {
             .stdout(Stdio::from(File::create(log).expect("log file")))
             .stderr(Stdio::null());
         if let Some(url) = &db.url {
-            command.env("KEYMINT_DATABASE_URL", url).env("KEYMINT_MASTER_KEY", crate::helpers::TEST_MASTER_KEY);
+            command
+                .env("KEYMINT_DATABASE_URL", url)
+                .env("KEYMINT_MASTER_KEY", crate::helpers::TEST_MASTER_KEY);
         }
         let keymint = Keymint { child: command.spawn().expect("start keymint"), port };
         let started = Instant::now();

@@ -175,7 +175,7 @@ impl Metrics {
 
     fn render_transport(&self, out: &mut Exposition) {
         let rpc_series = || {
-            self.rpc.iter().enumerate().filter_map(|(i, h)| {
+            self.rpc.iter().enumerate().filter_map(move |(i, h)| {
                 let snapshot = h.snapshot();
                 (snapshot.count() > 0).then(|| {
                     let (service, method) = &self.names[i / CODES.len()];
@@ -195,7 +195,11 @@ impl Metrics {
                 h.count(),
             );
         }
-        out.family("keymint_rpc_duration_seconds", "histogram", "Time to answer an RPC, by service, method and code.");
+        out.family(
+            "keymint_rpc_duration_seconds",
+            "histogram",
+            "Time to answer an RPC, by service, method and code.",
+        );
         for (service, method, code, h) in rpc_series() {
             out.histogram(
                 "keymint_rpc_duration_seconds",
@@ -204,10 +208,14 @@ impl Metrics {
             );
         }
         let http_series = || {
-            self.http.iter().enumerate().filter_map(|(i, h)| {
+            self.http.iter().enumerate().filter_map(move |(i, h)| {
                 let snapshot = h.snapshot();
                 (snapshot.count() > 0).then(|| {
-                    (HTTP_ROUTES[i / STATUS_CLASSES.len()], STATUS_CLASSES[i % STATUS_CLASSES.len()], snapshot)
+                    (
+                        HTTP_ROUTES[i / STATUS_CLASSES.len()],
+                        STATUS_CLASSES[i % STATUS_CLASSES.len()],
+                        snapshot,
+                    )
                 })
             })
         };
@@ -242,18 +250,18 @@ fn render_use_cases(out: &mut Exposition, services: &Services) {
         "API key checks (VerifyApiKey, ext_authz, API keys calling keymint) by result.",
     );
     for (result, count) in VERIFY_RESULTS.iter().zip(&stats.verifications) {
-        out.sample("keymint_api_key_verifications_total", &[("result", result)], count);
+        out.sample("keymint_api_key_verifications_total", &[("result", *result)], count);
     }
     out.family("keymint_oauth_token_requests_total", "counter", "Token endpoint answers by outcome.");
     for (outcome, count) in OAUTH_OUTCOMES.iter().zip(&stats.tokens) {
         if *outcome != "active" && *outcome != "inactive" {
-            out.sample("keymint_oauth_token_requests_total", &[("outcome", outcome)], count);
+            out.sample("keymint_oauth_token_requests_total", &[("outcome", *outcome)], count);
         }
     }
     out.family("keymint_oauth_introspections_total", "counter", "Introspection endpoint answers by outcome.");
     for (outcome, count) in OAUTH_OUTCOMES.iter().zip(&stats.introspections) {
         if *outcome != "issued" {
-            out.sample("keymint_oauth_introspections_total", &[("outcome", outcome)], count);
+            out.sample("keymint_oauth_introspections_total", &[("outcome", *outcome)], count);
         }
     }
     out.family("keymint_usage_flushes_total", "counter", "Writes of API key usage to the store by result.");
@@ -268,7 +276,11 @@ fn render_use_cases(out: &mut Exposition, services: &Services) {
     );
     out.sample("keymint_usage_flush_lag_seconds", &[], format!("{:.3}", stats.flush_lag_seconds));
     if let Some(at) = stats.last_flush_unix {
-        out.family("keymint_usage_last_flush_timestamp_seconds", "gauge", "Unix time of the last usage write.");
+        out.family(
+            "keymint_usage_last_flush_timestamp_seconds",
+            "gauge",
+            "Unix time of the last usage write.",
+        );
         out.sample("keymint_usage_last_flush_timestamp_seconds", &[], format!("{at:.3}"));
     }
 }
@@ -277,11 +289,11 @@ fn render_resources(out: &mut Exposition, services: &Services, key_pool: &KeyPoo
     let caches = services.cache_stats();
     out.family("keymint_cache_entries", "gauge", "Entries in an in-memory cache.");
     for (cache, stats) in &caches {
-        out.sample("keymint_cache_entries", &[("cache", cache)], stats.entries);
+        out.sample("keymint_cache_entries", &[("cache", *cache)], stats.entries);
     }
     out.family("keymint_cache_capacity", "gauge", "Entries an in-memory cache holds at most.");
     for (cache, stats) in &caches {
-        out.sample("keymint_cache_capacity", &[("cache", cache)], stats.capacity);
+        out.sample("keymint_cache_capacity", &[("cache", *cache)], stats.capacity);
     }
     out.family(
         "keymint_cache_lookups_total",
@@ -289,19 +301,19 @@ fn render_resources(out: &mut Exposition, services: &Services, key_pool: &KeyPoo
         "Cache lookups by result (hit ratio: hit / (hit + miss)).",
     );
     for (cache, stats) in &caches {
-        out.sample("keymint_cache_lookups_total", &[("cache", cache), ("result", "hit")], stats.hits);
-        out.sample("keymint_cache_lookups_total", &[("cache", cache), ("result", "miss")], stats.misses);
+        out.sample("keymint_cache_lookups_total", &[("cache", *cache), ("result", "hit")], stats.hits);
+        out.sample("keymint_cache_lookups_total", &[("cache", *cache), ("result", "miss")], stats.misses);
     }
 
     let pools = key_pool.stats();
     let bits: Vec<String> = pools.iter().map(|p| p.bits.to_string()).collect();
     out.family("keymint_key_pool_keys", "gauge", "Ready RSA key pairs in the pool, by key size.");
     for (pool, bits) in pools.iter().zip(&bits) {
-        out.sample("keymint_key_pool_keys", &[("bits", bits)], pool.depth);
+        out.sample("keymint_key_pool_keys", &[("bits", bits.as_str())], pool.depth);
     }
     out.family("keymint_key_pool_capacity", "gauge", "Ready key pairs the pool keeps at most, by key size.");
     for (pool, bits) in pools.iter().zip(&bits) {
-        out.sample("keymint_key_pool_capacity", &[("bits", bits)], pool.capacity);
+        out.sample("keymint_key_pool_capacity", &[("bits", bits.as_str())], pool.capacity);
     }
     out.family(
         "keymint_key_pool_generated_total",
@@ -309,7 +321,7 @@ fn render_resources(out: &mut Exposition, services: &Services, key_pool: &KeyPoo
         "Key pairs the pool's workers generated (its refill rate is the rate of this), by key size.",
     );
     for (pool, bits) in pools.iter().zip(&bits) {
-        out.sample("keymint_key_pool_generated_total", &[("bits", bits)], pool.generated);
+        out.sample("keymint_key_pool_generated_total", &[("bits", bits.as_str())], pool.generated);
     }
     out.family(
         "keymint_key_pool_generation_seconds_total",
@@ -318,7 +330,7 @@ fn render_resources(out: &mut Exposition, services: &Services, key_pool: &KeyPoo
     );
     for (pool, bits) in pools.iter().zip(&bits) {
         let seconds = registry::seconds(pool.generating.as_micros() as u64);
-        out.sample("keymint_key_pool_generation_seconds_total", &[("bits", bits)], seconds);
+        out.sample("keymint_key_pool_generation_seconds_total", &[("bits", bits.as_str())], seconds);
     }
 
     let store = services.store();
@@ -349,7 +361,8 @@ mod tests {
     #[test]
     fn methods_come_from_the_descriptors_and_the_rest_is_other() {
         let metrics =
-            Metrics::new(&[crate::api::pb::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET]).unwrap();
+            Metrics::new(&[crate::api::pb::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET])
+                .unwrap();
         let verify = metrics.method("/keymint.apikeys.v1.ApiKeyService/VerifyApiKey");
         let health = metrics.method("/grpc.health.v1.Health/Check");
         let other = metrics.method("/keymint.apikeys.v1.ApiKeyService/NoSuchMethod");

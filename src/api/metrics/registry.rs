@@ -78,7 +78,9 @@ impl LabelCounts {
 
     pub fn add(&self, label: &'static str) {
         // FNV-1a: a few ns for a reason code, and no state to share.
-        let hash = label.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let hash = label
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
         let size = self.slots.len();
         for probe in 0..size {
             let slot = &self.slots[(hash as usize).wrapping_add(probe) % size];

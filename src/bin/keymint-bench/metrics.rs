@@ -11,7 +11,9 @@ use keymint::{
 };
 use tonic::transport::Channel;
 
-use super::{Args, BenchResult, Figures, Target, connect, health, issue_api_keys, verify_api_key, wait_for_full_pool};
+use super::{
+    Args, BenchResult, Figures, Target, connect, health, issue_api_keys, verify_api_key, wait_for_full_pool,
+};
 
 /// Rounds per level; each round measures both servers, the one measured first alternating.
 const ROUNDS: usize = 2;
@@ -23,7 +25,12 @@ struct Server<'a> {
     secrets: Vec<String>,
 }
 
-pub(super) async fn run(on: &Running, config: &Config, target: &Target, args: &Args) -> BenchResult<Vec<Figures>> {
+pub(super) async fn run(
+    on: &Running,
+    config: &Config,
+    target: &Target,
+    args: &Args,
+) -> BenchResult<Vec<Figures>> {
     let off_config = Config {
         metrics: false,
         node_id: Some(2),
@@ -35,13 +42,20 @@ pub(super) async fn run(on: &Running, config: &Config, target: &Target, args: &A
     // PostgreSQL: the second process shares the database, and the benchmark's project with it.
     let off_target = match (&config.database_url, &config.admin_token) {
         (Some(_), _) => target.clone(),
-        (None, Some(token)) => Target::create(ManagementServiceClient::new(off_channels[0].clone()), token).await?,
+        (None, Some(token)) => {
+            Target::create(ManagementServiceClient::new(off_channels[0].clone()), token).await?
+        }
         (None, None) => return Err("the benchmark's server has no admin token".into()),
     };
     let on_channels = connect(on, 4).await?;
     let n = args.api_keys.min(200);
     let servers = [
-        Server { running: on, secrets: issue_api_keys(&on_channels, target, n).await?, channels: on_channels, target: target.clone() },
+        Server {
+            running: on,
+            secrets: issue_api_keys(&on_channels, target, n).await?,
+            channels: on_channels,
+            target: target.clone(),
+        },
         Server {
             running: &off,
             secrets: issue_api_keys(&off_channels, &off_target, n).await?,
@@ -86,6 +100,7 @@ pub(super) async fn run(on: &Running, config: &Config, target: &Target, args: &A
             all.extend([off, on]);
         }
     }
+    drop(servers);
     off.shutdown().await?;
     Ok(all)
 }
