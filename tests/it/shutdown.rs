@@ -34,28 +34,14 @@ struct Keymint {
 impl Keymint {
     /// Starts the binary with a JSON log in `log`, usage flushed only on shutdown (an hour apart otherwise).
     async fn start(db: &FreshDb, token: &str, log: &std::path::Path) -> Keymint {
-        let port =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_keymint"));
+        let (mut command, port) = crate::crash::keymint_command(db, token);
         command
-            .arg("serve")
-            .env("KEYMINT_LISTEN", format!("127.0.0.1:{port}"))
-            .env("KEYMINT_DATA_DIR", db.data_dir())
-            .env("KEYMINT_ADMIN_TOKEN", token)
-            .env("KEYMINT_KEY_POOL_SIZE", "1")
-            .env("KEYMINT_KEY_POOL_WORKERS", "1")
             .env("KEYMINT_USAGE_FLUSH_MS", "3600000")
             .env("KEYMINT_SHUTDOWN_DRAIN", format!("{}ms", DRAIN.as_millis()))
             .env("KEYMINT_LOG", "info")
             .env("KEYMINT_LOG_FORMAT", "json")
-            .env_remove("KEYMINT_DATABASE_URL")
             .stdout(Stdio::from(File::create(log).expect("log file")))
             .stderr(Stdio::null());
-        if let Some(url) = &db.url {
-            command
-                .env("KEYMINT_DATABASE_URL", url)
-                .env("KEYMINT_MASTER_KEY", crate::helpers::TEST_MASTER_KEY);
-        }
         let keymint = Keymint { child: command.spawn().expect("start keymint"), port };
         let started = Instant::now();
         while keymint.get("/ready").await.map(|(status, _)| status) != Some(200) {

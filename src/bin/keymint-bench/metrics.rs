@@ -1,22 +1,29 @@
 //! metrics: what recording metrics costs a call. The health RPC and VerifyApiKey against the benchmark's server
 //! (metrics on) and a second one started with `--metrics false`, one call at a time and `--concurrency` in flight,
-//! alternating which server goes first, in the same run.
+//! alternating which server goes first, in the same run; and the recording alone, without a server, where the
+//! noise of a loaded machine cannot hide it.
 
-use std::time::Duration;
+use std::{hint::black_box, sync::Arc, time::Duration};
 
 use keymint::{
-    api::pb::keymint::management::v1::management_service_client::ManagementServiceClient,
+    api::{
+        metrics::Metrics,
+        pb::{self, keymint::management::v1::management_service_client::ManagementServiceClient},
+    },
     app::{self, Running},
     config::Config,
 };
 use tonic::transport::Channel;
 
 use super::{
-    Args, BenchResult, Figures, Target, connect, health, issue_api_keys, verify_api_key, wait_for_full_pool,
+    Args, BenchResult, Figures, Target, connect, health, issue_api_keys, on_threads, verify_api_key,
+    wait_for_full_pool,
 };
 
 /// Rounds per level; each round measures both servers, the one measured first alternating.
-const ROUNDS: usize = 2;
+const ROUNDS: usize = 4;
+/// Calls recorded per timed run of the recording alone (one call takes nanoseconds, a clock read about as much).
+const RECORDED: usize = 1_000;
 
 struct Server<'a> {
     running: &'a Running,
@@ -102,7 +109,33 @@ pub(super) async fn run(
     }
     drop(servers);
     off.shutdown().await?;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    for threads in [1, cores] {
+        let figures = recording(threads, seconds).await?;
+        figures.print();
+        all.push(figures);
+    }
     Ok(all)
+}
+
+/// What the RPC layer does per call with metrics on, alone: the method looked up, the handle cloned and
+/// dropped, the call recorded; `threads` threads record the same method, sharing its counters as the cores of a
+/// busy server do. (Not included: the task-local slot for the error reason, one more small future per call.)
+async fn recording(threads: usize, seconds: Duration) -> BenchResult<Figures> {
+    let metrics = Arc::new(Metrics::new(&[pb::FILE_DESCRIPTOR_SET])?);
+    let mut figures = on_threads("metrics-record-1000", threads, seconds, move || {
+        for _ in 0..RECORDED {
+            let handle = black_box(metrics.clone());
+            let method = handle.method(black_box("/keymint.apikeys.v1.ApiKeyService/VerifyApiKey"));
+            handle.rpc(method, tonic::Code::Ok, black_box(40), None);
+        }
+        true
+    })
+    .await;
+    figures.in_flight = threads;
+    let recorded = figures.calls as f64 * RECORDED as f64;
+    figures.extra.insert("ns_per_call", threads as f64 * figures.seconds * 1e9 / recorded.max(1.0));
+    Ok(figures)
 }
 
 /// Two measurements of the same calls as one.
