@@ -264,7 +264,11 @@ fn render_use_cases(out: &mut Exposition, services: &Services) {
             out.sample("keymint_oauth_introspections_total", &[("outcome", *outcome)], count);
         }
     }
-    out.family("keymint_usage_flushes_total", "counter", "Writes of API key usage to the store by result.");
+    out.family(
+        "keymint_usage_flushes_total",
+        "counter",
+        "Flushes of API key usage to the store by result (written: also those that found nothing to write).",
+    );
     out.sample("keymint_usage_flushes_total", &[("result", "written")], stats.flushes_written);
     out.sample("keymint_usage_flushes_total", &[("result", "failed")], stats.flushes_failed);
     out.family("keymint_usage_flushed_keys_total", "counter", "API keys whose usage a flush wrote.");
@@ -365,9 +369,11 @@ mod tests {
                 .unwrap();
         let verify = metrics.method("/keymint.apikeys.v1.ApiKeyService/VerifyApiKey");
         let health = metrics.method("/grpc.health.v1.Health/Check");
+        let ext_authz = metrics.method("/envoy.service.auth.v3.Authorization/Check");
         let other = metrics.method("/keymint.apikeys.v1.ApiKeyService/NoSuchMethod");
         assert_ne!(verify, other);
         assert_ne!(health, other);
+        assert_ne!(ext_authz, other);
         assert_eq!(metrics.method("/a/b"), other);
         assert_eq!(metrics.names[other.0], ("other".to_owned(), "other".to_owned()));
         metrics.rpc(verify, Code::Ok, 40, None);
