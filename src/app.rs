@@ -1,12 +1,23 @@
 //! Wiring: open the store, migrate, set up the first start, serve, and shut down gracefully.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
 use tracing::info;
 
 use crate::{
-    api::server::{self, ServeError},
+    api::{
+        operations::Readiness,
+        server::{self, Operations, ServeError},
+    },
     config::Config,
     crypto::pool::KeyPool,
     domain::{ids::IdGenerator, time::SystemClock},
@@ -36,6 +47,9 @@ pub struct Running {
     pub admin_token: AdminToken,
     pub services: Arc<Services>,
     pub key_pool: Arc<KeyPool>,
+    /// Turns readiness (and health) false: the first step of a shutdown.
+    stopping: watch::Sender<bool>,
+    drain: Duration,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), ServeError>>,
     follower: Option<JoinHandle<()>>,
@@ -44,11 +58,24 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting calls, lets in-flight ones finish, writes the API key usage counted since the last
-    /// flush, and waits for the server to end.
+    /// Shuts down in steps, each logged with how long it took: readiness and health turn false; calls are
+    /// still served for the drain delay (`--shutdown-drain`), so that load balancers notice; then the listener
+    /// closes and the calls in flight finish; then the API key usage counted since the last flush is written.
     pub async fn shutdown(self) -> Result<(), AppError> {
+        let started = Instant::now();
+        self.stopping.send_replace(true);
+        info!(
+            drain_ms = self.drain.as_millis() as u64,
+            "shutting down: /ready answers 503, health NOT_SERVING"
+        );
+        if !self.drain.is_zero() {
+            tokio::time::sleep(self.drain).await;
+            info!(took_ms = ms(started), "shutdown: drain delay over, closing the listener");
+        }
+        let step = Instant::now();
         let _ = self.stop.send(());
         let served = self.task.await;
+        info!(took_ms = ms(step), "shutdown: listener closed, calls in flight finished");
         if let Some(follower) = self.follower {
             follower.abort();
         }
@@ -58,10 +85,12 @@ impl Running {
         let (stop_flushing, flusher) = self.flusher;
         let _ = stop_flushing.send(());
         let _ = flusher.await;
+        let step = Instant::now();
         let flushed = self.services.flush_usage().await;
         served??;
         let flushed = flushed?;
-        info!(keys = flushed, "wrote API key usage");
+        info!(keys = flushed, took_ms = ms(step), "shutdown: wrote API key usage");
+        info!(took_ms = ms(started), "shutdown complete");
         Ok(())
     }
 
@@ -120,14 +149,32 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let shutdown = async move {
         let _ = stopped.await;
     };
+    let (stopping, stopping_seen) = watch::channel(false);
+    let operations = Operations {
+        readiness: Readiness::new(services.store().state(), key_pool.clone(), stopping_seen),
+        metrics: config.metrics,
+    };
     let task = tokio::spawn(server::serve(
         listener,
         services.clone(),
         config.limits(),
         config.trusted_proxies(),
+        operations,
         shutdown,
     ));
-    Ok(Running { addr, admin_token, services, key_pool, stop, task, follower, flusher, maintainer })
+    Ok(Running {
+        addr,
+        admin_token,
+        services,
+        key_pool,
+        stopping,
+        drain: config.shutdown_drain,
+        stop,
+        task,
+        follower,
+        flusher,
+        maintainer,
+    })
 }
 
 /// `keymint signing-keys rotate`: adds a new signing key to the store, sealed under the configured master key.
@@ -161,11 +208,13 @@ pub async fn run(config: &Config) -> Result<(), AppError> {
     let mut running = start(config).await?;
     tokio::select! {
         result = running.wait() => return result,
-        () = shutdown_signal() => info!("shutting down: finishing calls in flight"),
+        () = shutdown_signal() => {}
     }
-    running.shutdown().await?;
-    info!("stopped");
-    Ok(())
+    running.shutdown().await
+}
+
+fn ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
 }
 
 async fn shutdown_signal() {

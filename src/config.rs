@@ -131,6 +131,14 @@ pub struct Config {
     /// SQLite, generated into <data dir>/master.key on the first start when not given.
     #[arg(global = true, long, env = "KEYMINT_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
+    /// Serve Prometheus metrics at /metrics, without a credential (as scrapers expect): keep the port internal,
+    /// or turn this off (`--metrics false`), which also stops the per-call recording.
+    #[arg(global = true, long, env = "KEYMINT_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics: bool,
+    /// On SIGTERM or Ctrl-C, how long /ready answers 503 (and health NOT_SERVING) while calls are still served,
+    /// before the listener closes, so that load balancers stop sending calls first: 0, 500ms, 5s, 1m.
+    #[arg(global = true, long, env = "KEYMINT_SHUTDOWN_DRAIN", default_value = "0s", value_parser = parse_drain)]
+    pub shutdown_drain: Duration,
 }
 
 impl Config {
@@ -191,6 +199,8 @@ impl fmt::Debug for Config {
             .field("signing_key_rotation", &self.signing_key_rotation)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field("metrics", &self.metrics)
+            .field("shutdown_drain", &self.shutdown_drain)
             .finish()
     }
 }
@@ -229,6 +239,22 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
     match number.parse::<u64>().ok().and_then(|n| n.checked_mul(seconds)) {
         Some(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
         _ => Err(format!("{value:?}: use a positive number with s, m, h or d, e.g. 1h")),
+    }
+}
+
+/// A drain delay: `0`, milliseconds (`500ms`), or a number with s, m (at most an hour).
+fn parse_drain(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let (number, unit) = value.split_at(value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len()));
+    let millis = match unit {
+        "" | "s" => 1_000,
+        "ms" => 1,
+        "m" => 60_000,
+        _ => return Err(format!("{value:?}: use a number with ms, s or m, e.g. 5s")),
+    };
+    match number.parse::<u64>().ok().and_then(|n| n.checked_mul(millis)) {
+        Some(ms) if ms <= 3_600_000 => Ok(Duration::from_millis(ms)),
+        _ => Err(format!("{value:?}: use a number of at most an hour with ms, s or m, e.g. 5s")),
     }
 }
 
@@ -316,6 +342,21 @@ mod tests {
         assert!(!trusted.trusts("127.0.0.2".parse().unwrap()));
         assert!(Cli::parse_from(["keymint"]).config.trusted_proxies().is_empty());
         assert!(Cli::try_parse_from(["keymint", "--trusted-proxies", "10.0.0.1/8"]).is_err());
+    }
+
+    #[test]
+    fn metrics_can_be_turned_off_and_the_drain_takes_milliseconds() {
+        let defaults = Cli::parse_from(["keymint"]).config;
+        assert!(defaults.metrics);
+        assert_eq!(defaults.shutdown_drain, Duration::ZERO);
+        let cli = Cli::parse_from(["keymint", "--metrics", "false", "--shutdown-drain", "250ms"]);
+        assert!(!cli.config.metrics);
+        assert_eq!(cli.config.shutdown_drain, Duration::from_millis(250));
+        assert_eq!(parse_drain("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_drain("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_drain("2h").is_err());
+        assert!(parse_drain("-1s").is_err());
+        assert!(Cli::try_parse_from(["keymint", "--metrics", "maybe"]).is_err());
     }
 
     #[test]

@@ -138,7 +138,8 @@ pub fn too_large(length: usize, limit: usize) -> Status {
     )
 }
 
-fn with_reason(code: Code, message: impl Into<String>, reason: &str) -> Status {
+fn with_reason(code: Code, message: impl Into<String>, reason: &'static str) -> Status {
+    super::metrics::note_reason(reason);
     Status::with_error_details(
         code,
         message,

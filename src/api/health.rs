@@ -1,6 +1,8 @@
 //! grpc.health.v1 follows the store: the services that need the database report NOT_SERVING while it cannot be
-//! reached, so load balancers send their calls elsewhere; the process itself (service "") stays SERVING.
+//! reached, so load balancers send their calls elsewhere; the process itself (service "") stays SERVING. From the
+//! moment the server starts shutting down, every service and "" report NOT_SERVING, for good.
 
+use tokio::sync::watch;
 use tonic::server::NamedService;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
@@ -24,12 +26,31 @@ const STORE_BOUND: [&str; 4] = [
 ];
 
 /// Reports the store's state now, before the server answers its first check, and then on every change in the
-/// background, until nothing can change it any more.
-pub async fn follow_store(reporter: HealthReporter, mut state: StoreState) {
+/// background, until the server starts shutting down (`stopping` turns true).
+pub async fn follow_store(
+    reporter: HealthReporter,
+    mut state: StoreState,
+    mut stopping: watch::Receiver<bool>,
+) {
     report(&reporter, state.is_up()).await;
     tokio::spawn(async move {
-        while let Some(up) = state.changed().await {
-            report(&reporter, up).await;
+        let mut store_followed = true;
+        loop {
+            tokio::select! {
+                changed = state.changed(), if store_followed => match changed {
+                    Some(up) => report(&reporter, up).await,
+                    None => store_followed = false,
+                },
+                stopped = async { stopping.wait_for(|stopping| *stopping).await.is_ok() } => {
+                    if stopped {
+                        reporter.set_service_status("", ServingStatus::NotServing).await;
+                        for service in STORE_BOUND {
+                            reporter.set_service_status(service, ServingStatus::NotServing).await;
+                        }
+                    }
+                    return;
+                }
+            }
         }
     });
 }

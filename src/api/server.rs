@@ -1,8 +1,9 @@
 //! The listener: one router on one port. Plain-HTTP routes (the OAuth endpoints and their metadata) are matched
 //! first; then gRPC (h2c), gRPC-Web (HTTP/1.1 and HTTP/2, with CORS), server reflection v1 and v1alpha and
 //! grpc.health.v1.Health, behind their own layers, by content type or service path; everything else is JSON,
-//! transcoded to the same gRPC handlers (rest/), with `/openapi.json`. All of it over HTTP/1.1 and HTTP/2, with
-//! message, stream and concurrency limits, keepalive pings, deadlines and a graceful shutdown.
+//! transcoded to the same gRPC handlers (rest/), with `/openapi.json`; and the operator's `/metrics`, `/live` and
+//! `/ready` (operations.rs). All of it over HTTP/1.1 and HTTP/2, with message, stream and concurrency limits,
+//! keepalive pings, deadlines and a graceful shutdown.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -21,6 +22,8 @@ use super::{
     framing::{ContentTypeLayer, UnaryFramingLayer},
     incoming::Incoming,
     management::Management,
+    metrics::Metrics,
+    operations::Readiness,
     pb::envoy::service::auth::v3::authorization_server::AuthorizationServer,
     pb::{
         self,
@@ -70,6 +73,15 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("JSON routes: {0}")]
     Rest(#[from] super::rest::RestError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prost_reflect::DescriptorError),
+}
+
+/// What the operator's endpoints report: readiness always, metrics when on (`--metrics`).
+#[derive(Debug, Clone)]
+pub struct Operations {
+    pub readiness: Readiness,
+    pub metrics: bool,
 }
 
 /// Serves until `shutdown` completes, then stops accepting and lets in-flight calls finish. Requests from
@@ -79,10 +91,16 @@ pub async fn serve(
     services: Arc<Services>,
     limits: Limits,
     trusted_proxies: TrustedProxies,
+    operations: Operations,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    super::health::follow_store(health, services.store().state()).await;
+    super::health::follow_store(health, services.store().state(), operations.readiness.stopping()).await;
+    let metrics = if operations.metrics {
+        Some(Arc::new(Metrics::new(&[pb::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET])?))
+    } else {
+        None
+    };
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -123,18 +141,21 @@ pub async fn serve(
         .layer(cors())
         .layer(ContentTypeLayer)
         .layer(tonic_web::GrpcWebLayer::new())
-        .layer(RpcLogLayer)
+        .layer(RpcLogLayer::new(metrics.clone()))
         .layer(UnaryFramingLayer { max_message_bytes: limits.max_message_bytes })
         .service(grpc);
     let grpc = super::rest::Grpc::new(grpc);
     // The JSON routes call the same gRPC stack in-process, so they share its layers and handlers.
     let transcoder =
         Arc::new(super::rest::Transcoder::new(pb::FILE_DESCRIPTOR_SET, grpc, limits.max_message_bytes)?);
-    // The one router: the OAuth routes by path, then gRPC by content type or service path, then JSON. The
-    // client's address is worked out before any of them (the JSON routes pass it on to their gRPC call).
-    let router = super::oauth::routes(services)
-        .layer(HttpLogLayer)
-        .merge(super::rest::router(transcoder))
+    let http_log = HttpLogLayer::new(metrics.clone());
+    // The one router: the OAuth and operations routes by path, then gRPC by content type or service path, then
+    // JSON. The client's address is worked out before any of them (the JSON routes pass it on to their gRPC
+    // call). Probes and scrapes are neither logged nor counted: they come every few seconds and say nothing.
+    let router = super::oauth::routes(services.clone())
+        .layer(http_log.clone())
+        .merge(super::operations::routes(services, operations.readiness, metrics))
+        .merge(super::rest::router(transcoder, http_log))
         .layer(client_address);
 
     Server::builder()

@@ -43,6 +43,8 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 #[path = "keymint-bench/ext_authz.rs"]
 mod ext_authz;
+#[path = "keymint-bench/metrics.rs"]
+mod metrics;
 #[path = "keymint-bench/million.rs"]
 mod million;
 
@@ -108,6 +110,8 @@ enum Scenario {
     /// HTTP/1.1 through Envoy with keymint's ext_authz check against the same Envoy without it (needs `--envoy`;
     /// part of `all` when it is given).
     ExtAuthz,
+    /// Health and VerifyApiKey with metrics on against a second server with `--metrics false` (not part of `all`).
+    Metrics,
 }
 
 /// One scenario's figures.
@@ -300,6 +304,8 @@ async fn run(args: Args) -> BenchResult<u64> {
         signing_key_rotation: Duration::from_secs(30 * 86_400),
         master_key: Some(keymint::crypto::seal::MasterKey::generate()?.to_base64().to_string()),
         trusted_proxies: Vec::new(),
+        metrics: true,
+        shutdown_drain: Duration::ZERO,
     };
     let running = app::start(&config).await?;
     let channels = connect(&running, 4).await?;
@@ -400,6 +406,9 @@ async fn run(args: Args) -> BenchResult<u64> {
     if args.scenario == Scenario::VerifyApiKey1m {
         let figures = million::run(&running, &config, &target, &args, &health).await?;
         all.extend(figures);
+    }
+    if args.scenario == Scenario::Metrics {
+        all.extend(metrics::run(&running, &config, &target, &args).await?);
     }
     if run_oauth {
         all.extend(oauth_scenarios(&running, &channels, &target, &health, &args, workers).await?);

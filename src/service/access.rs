@@ -257,6 +257,10 @@ impl PrincipalCache {
         self.0.get(hash)
     }
 
+    pub fn stats(&self) -> super::bounded::CacheStats {
+        self.0.stats()
+    }
+
     fn insert(&self, hash: String, principal: Principal) {
         self.0.insert(hash, principal);
     }

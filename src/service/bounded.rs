@@ -12,7 +12,7 @@ use std::{
     hash::{BuildHasher, Hash, RandomState},
     sync::{
         PoisonError, RwLock, RwLockWriteGuard,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -31,6 +31,10 @@ struct Shard<K, V> {
     /// The clock's hand: the next slot to look at for a victim.
     hand: usize,
     capacity: usize,
+    /// Lookups that found their entry and that did not, for /metrics. In the shard, beside the lock every
+    /// lookup takes anyway, so that counting adds no cache line shared by all cores.
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 struct Slot<K, V> {
@@ -95,7 +99,14 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
         let share = |i: usize| capacity / shards + usize::from(i < capacity % shards);
         let shards = (0..shards)
             .map(|i| {
-                RwLock::new(Shard { index: HashMap::new(), slots: Vec::new(), hand: 0, capacity: share(i) })
+                RwLock::new(Shard {
+                    index: HashMap::new(),
+                    slots: Vec::new(),
+                    hand: 0,
+                    capacity: share(i),
+                    hits: AtomicU64::new(0),
+                    misses: AtomicU64::new(0),
+                })
             })
             .collect();
         BoundedCache { shards, hasher: RandomState::new(), capacity }
@@ -118,7 +129,12 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let shard = self.shard(key).read().unwrap_or_else(PoisonError::into_inner);
-        let slot = &shard.slots[*shard.index.get(key)?];
+        let Some(&at) = shard.index.get(key) else {
+            shard.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        shard.hits.fetch_add(1, Ordering::Relaxed);
+        let slot = &shard.slots[at];
         // Read before writing: a hot entry's cache line stays shared between cores.
         if !slot.referenced.load(Ordering::Relaxed) {
             slot.referenced.store(true, Ordering::Relaxed);
@@ -208,6 +224,18 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
         self.shards.iter().map(|shard| shard.read().unwrap_or_else(PoisonError::into_inner).slots.len()).sum()
     }
 
+    /// Its size and how its lookups (`get`) fared, for /metrics.
+    pub fn stats(&self) -> CacheStats {
+        let mut stats = CacheStats { entries: 0, capacity: self.capacity, hits: 0, misses: 0 };
+        for shard in self.shards.iter() {
+            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+            stats.entries += shard.slots.len();
+            stats.hits += shard.hits.load(Ordering::Relaxed);
+            stats.misses += shard.misses.load(Ordering::Relaxed);
+        }
+        stats
+    }
+
     /// Every entry, shard by shard (a snapshot: each shard is read under its lock in turn).
     pub fn entries(&self) -> Vec<(K, V)> {
         let mut all = Vec::new();
@@ -217,6 +245,15 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
         }
         all
     }
+}
+
+/// A cache's size and lookups since the process started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    pub entries: usize,
+    pub capacity: usize,
+    pub hits: u64,
+    pub misses: u64,
 }
 
 impl<K, V> std::fmt::Debug for BoundedCache<K, V> {
@@ -312,6 +349,11 @@ mod tests {
         );
         cache.retain(|key, _| key % 2 == 0);
         assert_eq!(cache.len(), 4);
+        let stats = cache.stats();
+        assert_eq!((stats.entries, stats.capacity), (4, 10));
+        assert_eq!((stats.hits, stats.misses), (10, 0), "the lookups above, all found");
+        assert!(cache.get(&1).is_none());
+        assert_eq!(cache.stats().misses, 1);
         assert_eq!(cache.get(&2), Some(20));
         cache.clear();
         assert_eq!(cache.len(), 0);

@@ -26,6 +26,10 @@ impl KeyCache {
         KeyCache { keys: BoundedCache::new(capacity), generation: Mutex::new(0), current: AtomicU64::new(0) }
     }
 
+    pub fn stats(&self) -> super::bounded::CacheStats {
+        self.keys.stats()
+    }
+
     pub fn generation(&self) -> u64 {
         self.current.load(Ordering::Acquire)
     }

@@ -15,6 +15,7 @@ mod oauth_clients;
 pub mod orgs;
 pub mod projects;
 pub mod signing_keys;
+pub mod stats;
 mod used_assertions;
 pub mod verify;
 
@@ -68,6 +69,7 @@ pub struct Services {
     verified_tokens: oauth::VerifiedTokens,
     used_assertions: used_assertions::AssertionLog,
     signing_keys: signing_keys::SigningKeys,
+    counts: stats::UseCaseCounts,
     /// Whether the change feed delivers every change other processes commit (always, without other processes).
     feed_live: AtomicBool,
     /// Whether no other process writes to the store (SQLite): then this process's memory holds every change the
@@ -129,6 +131,7 @@ impl Services {
             verified_tokens: Default::default(),
             used_assertions: Default::default(),
             signing_keys: Default::default(),
+            counts: Default::default(),
             feed_live: AtomicBool::new(true),
             sole_writer: AtomicBool::new(false),
         }

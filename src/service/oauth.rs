@@ -119,6 +119,10 @@ pub(super) struct VerifiedTokens(BoundedCache<[u8; 32], Arc<VerifiedToken>>);
 
 impl VerifiedTokens {
     const CAPACITY: usize = 10_000;
+
+    pub fn stats(&self) -> super::bounded::CacheStats {
+        self.0.stats()
+    }
 }
 
 impl Default for VerifiedTokens {

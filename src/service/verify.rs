@@ -190,6 +190,14 @@ impl ApiKeyCache {
         self.generation.load(Ordering::Acquire)
     }
 
+    pub fn stats(&self) -> super::bounded::CacheStats {
+        self.by_hash.stats()
+    }
+
+    pub fn absent_stats(&self) -> super::bounded::CacheStats {
+        self.absent.stats()
+    }
+
     fn key(&self, id: &str) -> u64 {
         self.ids.hash_one(id)
     }
@@ -336,6 +344,10 @@ impl Meters {
     /// no one can take a new hold), and it has nothing the store lacks. Leased tokens it holds are given up.
     fn may_go(meter: &Arc<MeterCell>) -> bool {
         Arc::strong_count(meter) <= 1 && meter.lock().is_idle()
+    }
+
+    pub fn stats(&self) -> super::bounded::CacheStats {
+        self.meters.stats()
     }
 
     /// The usage of a key counted here and not yet written: (counted since the last flush, being flushed).
@@ -590,8 +602,14 @@ impl Services {
 
 impl Services {
     /// Checks a presented secret. Malformed secrets are NOT_FOUND without a store lookup; known keys are
-    /// answered from memory after the first lookup.
+    /// answered from memory after the first lookup. Every answer is counted by its code (see stats.rs).
     pub async fn verify_api_key(&self, request: VerifyRequest<'_>) -> Result<Verdict> {
+        let verdict = self.verdict_of(request).await;
+        self.counts.verified(verdict.as_ref().ok().map(|v| v.code));
+        verdict
+    }
+
+    async fn verdict_of(&self, request: VerifyRequest<'_>) -> Result<Verdict> {
         let not_found = Verdict { code: VerifyCode::NotFound, key: None, rate: None };
         if api_key_secret::parse(request.secret).is_err() {
             return Ok(not_found);
@@ -632,6 +650,12 @@ impl Services {
 
     /// Writes the usage counted since the last flush. A batch the store refuses is kept for the next try.
     pub async fn flush_usage(&self) -> Result<usize> {
+        let flushed = self.write_usage().await;
+        self.counts.flushed(&flushed);
+        flushed
+    }
+
+    async fn write_usage(&self) -> Result<usize> {
         let batch = self.meters.drain();
         if batch.is_empty() {
             return Ok(0);

@@ -259,6 +259,9 @@ impl EventStore for Guarded {
     ) -> Result<QuotaGrant> {
         self.guard(self.inner.lease_quota(key_id, quota, day, want, owed)).await
     }
+    fn connections(&self) -> Vec<super::PoolConnections> {
+        self.inner.connections()
+    }
     async fn changes(&self) -> Result<Option<ChangeFeed>> {
         // The feed reconnects by itself and says when it was down.
         self.inner.changes().await

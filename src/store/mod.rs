@@ -358,6 +358,26 @@ pub type ChangeFeed = tokio::sync::mpsc::Receiver<Changed>;
 
 /// The store keymint runs on. Both implementations run the same SQL (see `sql.rs`) and pass the same
 /// conformance tests.
+/// One connection pool of a store: connections open, idle among them, and the most it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConnections {
+    pub pool: &'static str,
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+impl PoolConnections {
+    pub fn of<DB: sqlx::Database>(pool: &'static str, of: &sqlx::Pool<DB>) -> Self {
+        PoolConnections {
+            pool,
+            open: of.size(),
+            idle: u32::try_from(of.num_idle()).unwrap_or(u32::MAX),
+            max: of.options().get_max_connections(),
+        }
+    }
+}
+
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Appends events to one aggregate and applies them to the read models, in one transaction. Fails with
@@ -456,6 +476,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// Changes committed by other processes sharing the database, as they commit; None when no other process can
     /// write (SQLite). Read caches follow it.
     async fn changes(&self) -> Result<Option<ChangeFeed>>;
+
+    /// The store's connection pools, for /metrics.
+    fn connections(&self) -> Vec<PoolConnections> {
+        Vec::new()
+    }
 
     /// Whether the store is reachable; a store without a circuit (see `Guarded`) says always.
     fn state(&self) -> StoreState {

@@ -77,6 +77,14 @@ impl PgStore {
         Ok(PgStore { read: pool.clone(), write: pool, leases, options })
     }
 
+    /// Reads and writes share one pool; leases have their own.
+    fn pools(&self) -> Vec<super::PoolConnections> {
+        vec![
+            super::PoolConnections::of("main", &self.read),
+            super::PoolConnections::of("leases", &self.leases),
+        ]
+    }
+
     /// A fresh connection and a round trip: a pool that is merely busy says nothing about the database.
     async fn connect_and_select(&self) -> Result<()> {
         let mut connection = PgConnection::connect_with(&self.options).await?;

@@ -1074,6 +1074,10 @@ macro_rules! impl_event_store {
                 self.$feed().await
             }
 
+            fn connections(&self) -> Vec<$crate::store::PoolConnections> {
+                self.pools()
+            }
+
             async fn rebuild_projections(&self) -> $crate::store::Result<u64> {
                 use $crate::store::{projections::TABLES, sql};
                 const BATCH: i64 = 1_000;

@@ -95,6 +95,11 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// The readers and the one writer (which leases share).
+    fn pools(&self) -> Vec<super::PoolConnections> {
+        vec![super::PoolConnections::of("read", &self.read), super::PoolConnections::of("write", &self.write)]
+    }
+
     /// One process owns a SQLite file, so there are no other writers to follow.
     async fn no_feed(&self) -> Result<Option<ChangeFeed>> {
         Ok(None)

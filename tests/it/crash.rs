@@ -25,27 +25,31 @@ pub(crate) struct Process {
     url: String,
 }
 
+/// The keymint binary's command line for `db` on a free port (returned too): small key pools, warnings only.
+pub(crate) fn keymint_command(db: &FreshDb, token: &str) -> (Command, u16) {
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keymint"));
+    command
+        .arg("serve")
+        .env("KEYMINT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KEYMINT_DATA_DIR", db.data_dir())
+        .env("KEYMINT_ADMIN_TOKEN", token)
+        .env("KEYMINT_KEY_POOL_SIZE", "1")
+        .env("KEYMINT_KEY_POOL_WORKERS", "1")
+        .env("KEYMINT_LOG", "warn")
+        .env_remove("KEYMINT_DATABASE_URL")
+        .stdout(Stdio::null());
+    if let Some(url) = &db.url {
+        // PostgreSQL needs the master key that seals the signing keys (SQLite makes its own).
+        command.env("KEYMINT_DATABASE_URL", url).env("KEYMINT_MASTER_KEY", crate::helpers::TEST_MASTER_KEY);
+    }
+    (command, port)
+}
+
 impl Process {
     pub(crate) async fn start(db: &FreshDb, token: &str) -> Process {
-        let port =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_keymint"));
-        command
-            .arg("serve")
-            .env("KEYMINT_LISTEN", format!("127.0.0.1:{port}"))
-            .env("KEYMINT_DATA_DIR", db.data_dir())
-            .env("KEYMINT_ADMIN_TOKEN", token)
-            .env("KEYMINT_KEY_POOL_SIZE", "1")
-            .env("KEYMINT_KEY_POOL_WORKERS", "1")
-            .env("KEYMINT_LOG", "warn")
-            .env_remove("KEYMINT_DATABASE_URL")
-            .stdout(Stdio::null());
-        if let Some(url) = &db.url {
-            // PostgreSQL needs the master key that seals the signing keys (SQLite makes its own).
-            command
-                .env("KEYMINT_DATABASE_URL", url)
-                .env("KEYMINT_MASTER_KEY", crate::helpers::TEST_MASTER_KEY);
-        }
+        let (mut command, port) = keymint_command(db, token);
         let child = command.spawn().expect("start keymint");
         let process = Process { child, url: format!("http://127.0.0.1:{port}") };
         let started = Instant::now();

@@ -283,6 +283,12 @@ async fn an_outage_fails_fast_memory_answers_and_health_follows() {
         ServingStatus::NotServing
     );
     assert_eq!(health.check(status("")).await.expect("health").into_inner().status(), ServingStatus::Serving);
+    // /ready follows the same state, /live does not; the metrics say the store is down.
+    let (ready, _, body) = crate::metrics::get(&a.url(), "/ready").await;
+    assert_eq!(ready, 503, "{body}");
+    assert!(body.contains("store: the database does not answer"), "{body}");
+    assert_eq!(crate::metrics::get(&a.url(), "/live").await.0, 200);
+    assert_eq!(crate::metrics::Scrape::of(&a.url()).await.value("keymint_store_up", &[]), 0.0);
 
     proxy.restore();
     let restored = Instant::now();
@@ -297,6 +303,7 @@ async fn an_outage_fails_fast_memory_answers_and_health_follows() {
         assert!(restored.elapsed() < Duration::from_secs(2), "health SERVING within 2 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(crate::metrics::Scrape::of(&a.url()).await.value("keymint_store_up", &[]), 1.0);
     a.stop().await;
     fresh.drop_database().await;
 }

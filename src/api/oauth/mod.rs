@@ -61,17 +61,19 @@ async fn keys(State(services): Shared) -> Response<Body> {
 }
 
 async fn token(State(services): Shared, headers: HeaderMap, body: Bytes) -> Response<Body> {
-    let form = match Form::parse(&headers, &body) {
-        Ok(form) => form,
-        Err(e) => return error_response(e),
+    let issued = async {
+        let form = Form::parse(&headers, &body)?;
+        let request = TokenRequest {
+            grant_type: form.get("grant_type"),
+            scope: form.get("scope"),
+            assertion: form.get("assertion"),
+            client: client_assertion(&form),
+        };
+        services.issue_token(request).await
     };
-    let request = TokenRequest {
-        grant_type: form.get("grant_type"),
-        scope: form.get("scope"),
-        assertion: form.get("assertion"),
-        client: client_assertion(&form),
-    };
-    match services.issue_token(request).await {
+    let issued = issued.await;
+    services.count_token_request(&issued);
+    match issued {
         Ok(issued) => {
             let mut answer = json!({
                 "access_token": issued.access_token,
@@ -99,7 +101,9 @@ async fn introspect(State(services): Shared, headers: HeaderMap, body: Bytes) ->
         };
         services.introspect(&client, token, client_ip).await
     };
-    match answer.await {
+    let answer = answer.await;
+    services.count_introspection(&answer);
+    match answer {
         Ok(answer) => json_response(StatusCode::OK, &answer, None),
         Err(e) => error_response(e),
     }

@@ -66,13 +66,13 @@ impl Transcoder {
 
 /// Routes `/openapi.json`, gRPC and gRPC-Web (by content type, or a `/package.Service/Method` path) to `grpc`,
 /// and every other request to the JSON routes.
-pub fn router(transcoder: Arc<Transcoder>) -> Router {
+pub fn router(transcoder: Arc<Transcoder>, log: HttpLogLayer) -> Router {
     let grpc = transcoder.grpc.clone();
     let json = Router::new()
         .route("/openapi.json", get(openapi_document))
         .fallback(transcode)
         .layer(cors())
-        .layer(HttpLogLayer)
+        .layer(log)
         .with_state(transcoder);
     let dispatch = tower::service_fn(move |request: Request| {
         let grpc = grpc.clone();
