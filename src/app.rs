@@ -11,7 +11,7 @@ use tokio::{
     sync::{oneshot, watch},
     task::JoinHandle,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     api::{
@@ -50,6 +50,9 @@ pub struct Running {
     /// Turns readiness (and health) false: the first step of a shutdown.
     stopping: watch::Sender<bool>,
     drain: Duration,
+    /// How long calls in flight may take to finish once the listener is closed: a unary call is cut at the
+    /// request timeout anyway, so only streams (a health `Watch`) and stuck connections outlast it.
+    grace: Duration,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), ServeError>>,
     follower: Option<JoinHandle<()>>,
@@ -74,8 +77,22 @@ impl Running {
         }
         let step = Instant::now();
         let _ = self.stop.send(());
-        let served = self.task.await;
-        info!(took_ms = ms(step), "shutdown: listener closed, calls in flight finished");
+        let mut task = self.task;
+        let served = match tokio::time::timeout(self.grace, &mut task).await {
+            Ok(served) => {
+                info!(took_ms = ms(step), "shutdown: listener closed, calls in flight finished");
+                Some(served)
+            }
+            Err(_) => {
+                task.abort();
+                warn!(
+                    took_ms = ms(step),
+                    "shutdown: listener closed; connections still open after the request timeout (streams such \
+                     as health Watch) were closed"
+                );
+                None
+            }
+        };
         if let Some(follower) = self.follower {
             follower.abort();
         }
@@ -87,7 +104,9 @@ impl Running {
         let _ = flusher.await;
         let step = Instant::now();
         let flushed = self.services.flush_usage().await;
-        served??;
+        if let Some(served) = served {
+            served??;
+        }
         let flushed = flushed?;
         info!(keys = flushed, took_ms = ms(step), "shutdown: wrote API key usage");
         info!(took_ms = ms(started), "shutdown complete");
@@ -169,6 +188,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         key_pool,
         stopping,
         drain: config.shutdown_drain,
+        grace: config.limits().request_timeout,
         stop,
         task,
         follower,

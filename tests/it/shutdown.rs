@@ -34,12 +34,23 @@ struct Keymint {
 impl Keymint {
     /// Starts the binary with a JSON log in `log`, usage flushed only on shutdown (an hour apart otherwise).
     async fn start(db: &FreshDb, token: &str, log: &std::path::Path) -> Keymint {
+        Self::start_with(db, token, log, &[]).await
+    }
+
+    /// Like `start`, with settings of the test's own after the usual ones.
+    async fn start_with(
+        db: &FreshDb,
+        token: &str,
+        log: &std::path::Path,
+        settings: &[(&str, &str)],
+    ) -> Keymint {
         let (mut command, port) = crate::crash::keymint_command(db, token);
         command
             .env("KEYMINT_USAGE_FLUSH_MS", "3600000")
             .env("KEYMINT_SHUTDOWN_DRAIN", format!("{}ms", DRAIN.as_millis()))
             .env("KEYMINT_LOG", "info")
             .env("KEYMINT_LOG_FORMAT", "json")
+            .envs(settings.iter().copied())
             .stdout(Stdio::from(File::create(log).expect("log file")))
             .stderr(Stdio::null());
         let keymint = Keymint { child: command.spawn().expect("start keymint"), port };
@@ -223,4 +234,39 @@ async fn sigterm(db: Db) {
     assert_eq!(usage.total_requests, 4, "3 verifies before SIGTERM and the one in flight");
     drop(keymint);
     fresh.drop_database().await;
+}
+
+/// A stream nobody ends (a grpc.health.v1 Watch) does not hold the shutdown forever: once the request timeout has
+/// passed after the listener closed, the connections still open are closed, the log says so, and the process
+/// exits with success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_left_open_is_closed_after_the_request_timeout() {
+    let fresh = FreshDb::create(&Db::Sqlite).await;
+    let token = keymint::crypto::secret::new_secret("km_admin_").expect("rng").to_string();
+    let logs = tempfile::tempdir().expect("temp dir");
+    let log = logs.path().join("keymint.log");
+    let settings = [("KEYMINT_REQUEST_TIMEOUT_SECS", "1"), ("KEYMINT_SHUTDOWN_DRAIN", "0s")];
+    let mut keymint = Keymint::start_with(&fresh, &token, &log, &settings).await;
+    let mut health = HealthClient::new(keymint.channel().await);
+    let mut watch =
+        health.watch(HealthCheckRequest { service: String::new() }).await.expect("watch").into_inner();
+    let first = watch.message().await.expect("a status").expect("a status");
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    keymint.terminate();
+    let terminated = Instant::now();
+    let status = keymint.exited().await;
+    let took = terminated.elapsed();
+    assert!(status.success(), "keymint exits with success");
+    assert!(took >= Duration::from_millis(900), "the stream had its request timeout to end: {took:?}");
+    assert!(took < Duration::from_secs(5), "and was closed soon after it: {took:?}");
+    let log = std::fs::read_to_string(&log).expect("log");
+    assert!(log.contains("were closed"), "the log says the stream was closed:\n{log}");
+    assert!(log.contains("shutdown complete"), "{log}");
+    // The watcher saw NOT_SERVING, then its stream ended with the connection.
+    let mut seen = Vec::new();
+    while let Ok(Some(update)) = watch.message().await {
+        seen.push(update.status());
+    }
+    assert!(seen.contains(&ServingStatus::NotServing), "{seen:?}");
 }
