@@ -13,8 +13,8 @@ use crate::{crypto::pool::KeyPool, service::Services, store::StoreState};
 
 use super::metrics::Metrics;
 
-/// Whether this server should be sent calls: the store answers, every key pool has a key ready, and it is not
-/// shutting down.
+/// Whether this server should be sent calls: the store answers, every key pool has made its first key, and it is
+/// not shutting down.
 #[derive(Clone)]
 pub struct Readiness {
     store: StoreState,
@@ -42,8 +42,11 @@ impl Readiness {
         if !self.store.is_up() {
             failing.push("store: the database does not answer".to_owned());
         }
-        for pool in self.key_pool.stats().iter().filter(|pool| pool.depth == 0) {
-            failing.push(format!("key pool: no {}-bit key ready", pool.bits));
+        // Only until each pool's first key: a pool that a burst of AddAppKey empties later still serves (a request
+        // that waits generates its own key), and an instance pulled out of rotation for it would only send the
+        // burst to the others.
+        for pool in self.key_pool.stats().iter().filter(|pool| pool.depth == 0 && pool.generated == 0) {
+            failing.push(format!("key pool: warming up, no {}-bit key generated yet", pool.bits));
         }
         failing
     }
