@@ -63,8 +63,9 @@ for target in $targets; do
   else
     failed=1
     echo "fuzz target $target FAILED; what libFuzzer said:"
-    grep -E "panicked at|^(assertion|  left|  right)|ERROR: libFuzzer|Test unit written|^Base64:|SUMMARY" "$log" \
-      | cut -c1-400 || tail -n 40 "$log"
+    said="$({ grep -E -A1 "panicked at" "$log" | head -n 2
+      grep -E "^(  left|  right)|ERROR: libFuzzer|Test unit written|^Base64:" "$log"; } | cut -c1-400)"
+    if [ -n "$said" ]; then echo "$said"; else tail -n 40 "$log"; fi
     echo "reproduce: cargo fuzz run --sanitizer none $target fuzz/artifacts/$target/<file>"
   fi
 done
