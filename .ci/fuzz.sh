@@ -25,15 +25,35 @@ started=$(date +%s)
 echo "fuzz build (release, instrumented, every dependency): $(($(date +%s) - started)) s"
 
 # libFuzzer adds what it finds to the corpus it is given: a temporary copy keeps the committed seeds as they are.
+# The targets run two at a time, one a core (the machine has two), straight from the binaries cargo-fuzz built.
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-failed=0
-for target in $("${fuzz[@]}" list); do
-  mkdir "$work/$target"
+bin=fuzz/target/x86_64-unknown-linux-gnu/release
+run_one() {
+  local target="$1"
+  mkdir -p "$work/$target" fuzz/artifacts/"$target"
   cp fuzz/corpus/"$target"/* "$work/$target"/
+  if "$bin/$target" -artifact_prefix=fuzz/artifacts/"$target"/ -max_total_time="$seconds" -timeout=10 \
+    -print_final_stats=1 "$work/$target" >"$work/$target.log" 2>&1; then
+    touch "$work/$target.passed"
+  fi
+}
+targets="$("${fuzz[@]}" list)"
+running=0
+for target in $targets; do
+  run_one "$target" &
+  running=$((running + 1))
+  if [ "$running" -ge 2 ]; then
+    wait -n || true
+    running=$((running - 1))
+  fi
+done
+wait
+
+failed=0
+for target in $targets; do
   log="$work/$target.log"
-  if "${fuzz[@]}" run "${options[@]}" "$target" "$work/$target" -- \
-    -max_total_time="$seconds" -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
+  if [ -e "$work/$target.passed" ]; then
     # The last status line: "#<total execs> DONE cov: … exec/s: <rate> …".
     done_line="$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n1)"
     execs="$(sed -E 's/^#([0-9]+).*/\1/' <<<"$done_line")"
@@ -43,8 +63,9 @@ for target in $("${fuzz[@]}" list); do
   else
     failed=1
     echo "fuzz target $target FAILED; what libFuzzer said:"
-    grep -E "panicked at|^(assertion|  left|  right)|ERROR: libFuzzer|Test unit written|^Base64:|SUMMARY" "$log" \
-      | cut -c1-400 || tail -n 40 "$log"
+    said="$({ grep -E -A1 "panicked at" "$log" | head -n 2
+      grep -E "^(  left|  right)|ERROR: libFuzzer|Test unit written|^Base64:" "$log"; } | cut -c1-400)"
+    if [ -n "$said" ]; then echo "$said"; else tail -n 40 "$log"; fi
     echo "reproduce: cargo fuzz run --sanitizer none $target fuzz/artifacts/$target/<file>"
   fi
 done

@@ -26,17 +26,17 @@ use tower::ServiceExt;
 use tower_http::cors::{Any, CorsLayer};
 
 pub use self::call::Grpc;
+use self::rules::{Lookup, Routes};
+use super::{error, telemetry::HttpLogLayer};
 
 /// The route table, path templates and request decoding, public only for the fuzz targets in `fuzz/`: they are
 /// the parsers of the JSON side that face the internet, and otherwise private to this module.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use super::rules::{BodyRule, Lookup, Route, Routes};
+    pub use super::rules::{Lookup, Routes};
     pub use super::template::{Template, percent_decode};
-    pub use super::transcode::{TranscodeError, request};
+    pub use super::transcode::request;
 }
-use self::rules::{Lookup, Routes};
-use super::{error, telemetry::HttpLogLayer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestError {
