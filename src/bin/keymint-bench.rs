@@ -45,6 +45,8 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 mod ext_authz;
 #[path = "keymint-bench/million.rs"]
 mod million;
+#[path = "keymint-bench/tls.rs"]
+mod tls;
 
 #[derive(Debug, Parser)]
 #[command(name = "keymint-bench", about = "Measures keymint against baselines taken in the same run")]
@@ -108,6 +110,9 @@ enum Scenario {
     /// HTTP/1.1 through Envoy with keymint's ext_authz check against the same Envoy without it (needs `--envoy`;
     /// part of `all` when it is given).
     ExtAuthz,
+    /// TLS against h2c: the health RPC over open connections, and new connections with one call each (full
+    /// handshakes, ECDSA P-256 and RSA-2048 certificates). Needs the `openssl` command; not part of `all`.
+    Tls,
 }
 
 /// One scenario's figures.
@@ -300,6 +305,7 @@ async fn run(args: Args) -> BenchResult<u64> {
         signing_key_rotation: Duration::from_secs(30 * 86_400),
         master_key: Some(keymint::crypto::seal::MasterKey::generate()?.to_base64().to_string()),
         trusted_proxies: Vec::new(),
+        tls: Default::default(),
     };
     let running = app::start(&config).await?;
     let channels = connect(&running, 4).await?;
@@ -400,6 +406,9 @@ async fn run(args: Args) -> BenchResult<u64> {
     if args.scenario == Scenario::VerifyApiKey1m {
         let figures = million::run(&running, &config, &target, &args, &health).await?;
         all.extend(figures);
+    }
+    if args.scenario == Scenario::Tls {
+        all.extend(tls::run(&running, &config, &channels, &args, &database.dir).await?);
     }
     if run_oauth {
         all.extend(oauth_scenarios(&running, &channels, &target, &health, &args, workers).await?);

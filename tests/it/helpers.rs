@@ -165,6 +165,7 @@ pub fn config(db: &FreshDb, admin_token: Option<String>) -> Config {
         // SQLite generates its own into the data directory; processes sharing PostgreSQL need the same one.
         master_key: db.url.as_ref().map(|_| TEST_MASTER_KEY.to_owned()),
         trusted_proxies: Vec::new(),
+        tls: Default::default(),
     }
 }
 

@@ -27,5 +27,6 @@ mod serve;
 mod shared_limits;
 mod startup;
 mod store;
+mod tls;
 mod transports;
 mod verify;
