@@ -454,7 +454,9 @@ async fn every_client(db: Db) {
                 String::from_utf8_lossy(&output.stderr)
             );
             let listed: Value = serde_json::from_slice(&output.stdout).expect("JSON");
-            assert_eq!(listed["result"][0]["name"], "over-tls", "buf curl {protocol}: {listed}");
+            let names: Vec<_> =
+                listed["result"].as_array().expect("result").iter().map(|p| &p["name"]).collect();
+            assert_eq!(names, ["json-h2", "json-h1", "over-tls"], "buf curl {protocol}: {listed}");
         }
     }
 
