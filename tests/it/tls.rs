@@ -202,6 +202,33 @@ fn serial() -> String {
     (u64::from_le_bytes(bytes) >> 1).to_string()
 }
 
+impl Pair {
+    /// Copies this certificate and key over the files of `live`, as an operator renewing them does.
+    fn install_as(&self, live: &Pair) {
+        std::fs::copy(&self.cert, &live.cert).expect("copy the certificate");
+        std::fs::copy(&self.key, &live.key).expect("copy the key");
+    }
+}
+
+/// A renewal: server certificates from two CAs, and the files a server reads, holding the old one.
+struct Renewal {
+    old_ca: Pair,
+    new_ca: Pair,
+    old: Pair,
+    new: Pair,
+    live: Pair,
+}
+
+impl Renewal {
+    fn new(pki: &Pki) -> Renewal {
+        let (old_ca, new_ca) = (pki.ca("old-ca"), pki.ca("new-ca"));
+        let (old, new) = (pki.server(&old_ca, "old"), pki.server(&new_ca, "new"));
+        let live = Pair { cert: pki.path("live.pem"), key: pki.path("live.key") };
+        old.install_as(&live);
+        Renewal { old_ca, new_ca, old, new, live }
+    }
+}
+
 fn tls_args(pair: &Pair, client_ca: Option<&Path>) -> TlsArgs {
     TlsArgs {
         cert: Some(pair.cert.clone()),
@@ -577,11 +604,7 @@ async fn client_certificates_are_required_with_a_client_ca_and_reloaded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_serves_new_handshakes_the_new_certificate_and_keeps_open_connections() {
     let pki = Pki::new();
-    let (old_ca, new_ca) = (pki.ca("old-ca"), pki.ca("new-ca"));
-    let (old, new) = (pki.server(&old_ca, "old"), pki.server(&new_ca, "new"));
-    let live = Pair { cert: pki.path("live.pem"), key: pki.path("live.key") };
-    std::fs::copy(&old.cert, &live.cert).expect("copy");
-    std::fs::copy(&old.key, &live.key).expect("copy");
+    let Renewal { old_ca, new_ca, old, new, live } = Renewal::new(&pki);
     let server = start(Db::Sqlite, &live, None).await;
     let addr = server.addr;
     let running = server.running.as_ref().expect("running");
@@ -590,8 +613,7 @@ async fn a_reload_serves_new_handshakes_the_new_certificate_and_keeps_open_conne
     let open = channel(addr, client_config(&[&old_ca.cert], None, &["h2"])).await.expect("channel");
     assert_eq!(health(open.clone()).await, Ok(ServingStatus::Serving as i32));
 
-    std::fs::copy(&new.cert, &live.cert).expect("copy");
-    std::fs::copy(&new.key, &live.key).expect("copy");
+    new.install_as(&live);
     running.reload_tls().expect("reload");
     let either = client_config(&[&old_ca.cert, &new_ca.cert], None, &["h2"]);
     assert_eq!(
@@ -694,11 +716,7 @@ impl Process {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_certificate_of_the_running_binary() {
     let pki = Pki::new();
-    let (old_ca, new_ca) = (pki.ca("old-ca"), pki.ca("new-ca"));
-    let (old, new) = (pki.server(&old_ca, "old"), pki.server(&new_ca, "new"));
-    let live = Pair { cert: pki.path("live.pem"), key: pki.path("live.key") };
-    std::fs::copy(&old.cert, &live.cert).expect("copy");
-    std::fs::copy(&old.key, &live.key).expect("copy");
+    let Renewal { old_ca, new_ca, old, new, live } = Renewal::new(&pki);
     let data = tempfile::tempdir().expect("dir");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let log = data.path().join("keymint.log");
@@ -740,8 +758,7 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
     let https = format!("https://127.0.0.1:{port}");
     assert_eq!(discovery(&mut open).await["issuer"], https.as_str());
 
-    std::fs::copy(&new.cert, &live.cert).expect("copy");
-    std::fs::copy(&new.key, &live.key).expect("copy");
+    new.install_as(&live);
     process.hang_up();
     let check = until("SIGHUP switches the certificate");
     while served_certificate(process.addr, either.clone()).await.expect("TLS") != first_certificate(&new.cert)
