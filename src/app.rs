@@ -17,6 +17,7 @@ use crate::{
     api::{
         operations::Readiness,
         server::{self, Operations, ServeError},
+        tls::{TlsCertificates, TlsError},
     },
     config::Config,
     crypto::pool::KeyPool,
@@ -39,6 +40,8 @@ pub enum AppError {
     Serve(#[from] ServeError),
     #[error("server task: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A server that is accepting calls.
@@ -53,6 +56,7 @@ pub struct Running {
     /// How long calls in flight may take to finish once the listener is closed: a unary call is cut at the
     /// request timeout anyway, so only streams (a health `Watch`) and stuck connections outlast it.
     grace: Duration,
+    tls: Option<Arc<TlsCertificates>>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), ServeError>>,
     follower: Option<JoinHandle<()>>,
@@ -113,6 +117,22 @@ impl Running {
         Ok(())
     }
 
+    /// Reads the TLS files again (what SIGHUP does): handshakes from now on use them, open connections go on. On
+    /// an error the files in use stay; without TLS there is nothing to read.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        let Some(tls) = &self.tls else { return Ok(()) };
+        match tls.reload() {
+            Ok(()) => {
+                info!(cert = %tls.files().cert.display(), "TLS: reloaded the certificate and key");
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(%error, "TLS: reload failed; the certificate loaded before stays in use");
+                Err(error)
+            }
+        }
+    }
+
     /// Waits until the server ends by itself (it only does on an error).
     pub async fn wait(&mut self) -> Result<(), AppError> {
         (&mut self.task).await??;
@@ -126,6 +146,9 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn EventStore>, AppError
 
 /// Opens the store, sets up a first start, binds the listener and starts serving in the background.
 pub async fn start(config: &Config) -> Result<Running, AppError> {
+    // Bad TLS files stop the start before anything else is set up.
+    let tls =
+        config.tls_files().map_err(AppError::Config)?.map(TlsCertificates::load).transpose()?.map(Arc::new);
     let store = open_store(config).await?;
     let node = config.node_id.unwrap_or_else(random_node);
     let key_pool = Arc::new(KeyPool::start(&config.pool().map_err(AppError::Config)?));
@@ -151,7 +174,8 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         .await
         .map_err(|source| AppError::Listen { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| AppError::Listen { addr: config.listen, source })?;
-    services.configure_oauth(oauth(config.issuer.clone().unwrap_or_else(|| format!("http://{addr}"))));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    services.configure_oauth(oauth(config.issuer.clone().unwrap_or_else(|| format!("{scheme}://{addr}"))));
     let (stop_maintaining, maintaining_stopped) = oneshot::channel();
     let maintainer = (
         stop_maintaining,
@@ -161,7 +185,8 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             maintaining_stopped,
         ),
     );
-    info!(%addr, node, issuer = %services.oauth_settings().issuer,
+    info!(%addr, node, issuer = %services.oauth_settings().issuer, tls = tls.is_some(),
+        client_certificates = tls.as_ref().is_some_and(|tls| tls.files().client_ca.is_some()),
         "keymint is listening (gRPC, gRPC-Web, reflection, health, OAuth 2.0, Envoy ext_authz)");
 
     let (stop, stopped) = oneshot::channel::<()>();
@@ -179,6 +204,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         config.limits(),
         config.trusted_proxies(),
         operations,
+        tls.clone(),
         shutdown,
     ));
     Ok(Running {
@@ -186,6 +212,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         admin_token,
         services,
         key_pool,
+        tls,
         stopping,
         drain: config.shutdown_drain,
         grace: config.limits().request_timeout,
@@ -223,12 +250,23 @@ pub async fn rotate_signing_key(config: &Config) -> Result<String, AppError> {
     Ok(services.rotate_signing_key().await?)
 }
 
-/// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+/// Serves until SIGINT or SIGTERM, then shuts down gracefully. With TLS on, SIGHUP reads its files again.
 pub async fn run(config: &Config) -> Result<(), AppError> {
+    // Listening before the port opens: a SIGHUP right after a start must not end the process.
+    let mut hangups = Hangups::listen(matches!(config.tls_files(), Ok(Some(_))));
     let mut running = start(config).await?;
-    tokio::select! {
-        result = running.wait() => return result,
-        () = shutdown_signal() => {}
+    // Created once, so that no signal falls between two turns of the loop.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            result = running.wait() => return result,
+            () = &mut shutdown => break,
+            () = hangups.next() => {
+                // Logged by reload_tls; a failed reload leaves the server serving as before.
+                let _ = running.reload_tls();
+            }
+        }
     }
     running.shutdown().await
 }
@@ -255,6 +293,33 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+/// SIGHUPs, when they reload something; otherwise none arrive (and SIGHUP keeps its default: it ends the
+/// process).
+struct Hangups(Option<tokio::signal::unix::Signal>);
+
+impl Hangups {
+    fn listen(wanted: bool) -> Hangups {
+        let signal = wanted.then(|| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()));
+        Hangups(signal.and_then(|signal| {
+            signal
+                .map_err(
+                    |error| tracing::warn!(%error, "cannot listen for SIGHUP: TLS reloads need a restart"),
+                )
+                .ok()
+        }))
+    }
+
+    async fn next(&mut self) {
+        if let Some(signal) = &mut self.0
+            && signal.recv().await.is_some()
+        {
+            info!("SIGHUP: reloading the TLS files");
+            return;
+        }
+        std::future::pending().await
     }
 }
 

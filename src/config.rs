@@ -5,7 +5,7 @@ use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    api::server::Limits,
+    api::{server::Limits, tls::TlsFiles},
     crypto::{keygen::RsaBits, pool::PoolConfig},
     domain::{cidr::Cidr, client_address::TrustedProxies},
 };
@@ -139,6 +139,24 @@ pub struct Config {
     /// before the listener closes, so that load balancers stop sending calls first: 0, 500ms, 5s, 1m.
     #[arg(global = true, long, env = "KEYMINT_SHUTDOWN_DRAIN", default_value = "0s", value_parser = parse_drain)]
     pub shutdown_drain: Duration,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS on the port: the files' paths (not secrets, so Debug shows them).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain (the server's certificate first); with --tls-key the port speaks only TLS (ALPN h2
+    /// and http/1.1). Read again on SIGHUP.
+    #[arg(global = true, long = "tls-cert", env = "KEYMINT_TLS_CERT")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of the certificate: PKCS#8, PKCS#1 (RSA) or SEC1 (EC). Read again on SIGHUP.
+    #[arg(global = true, long = "tls-key", env = "KEYMINT_TLS_KEY")]
+    pub key: Option<PathBuf>,
+    /// PEM CA certificates: clients must present a certificate that chains to one (mutual TLS). Read again on
+    /// SIGHUP.
+    #[arg(global = true, long = "tls-client-ca", env = "KEYMINT_TLS_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Config {
@@ -166,6 +184,26 @@ impl Config {
 
     pub fn trusted_proxies(&self) -> TrustedProxies {
         TrustedProxies::new(self.trusted_proxies.clone())
+    }
+
+    /// The TLS files, or None for a port in clear; an error names the setting that is missing.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, String> {
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(cert), Some(key)) => {
+                Ok(Some(TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: self.tls.client_ca.clone() }))
+            }
+            (Some(_), None) => Err("--tls-cert (KEYMINT_TLS_CERT) is set but --tls-key (KEYMINT_TLS_KEY) is not: \
+                                    TLS needs both"
+                .into()),
+            (None, Some(_)) => Err("--tls-key (KEYMINT_TLS_KEY) is set but --tls-cert (KEYMINT_TLS_CERT) is not: \
+                                    TLS needs both"
+                .into()),
+            (None, None) if self.tls.client_ca.is_some() => Err("--tls-client-ca (KEYMINT_TLS_CLIENT_CA) needs \
+                                                                 --tls-cert and --tls-key: client certificates \
+                                                                 are checked only over TLS"
+                .into()),
+            (None, None) => Ok(None),
+        }
     }
 
     pub fn limits(&self) -> Limits {
@@ -201,6 +239,7 @@ impl fmt::Debug for Config {
             .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
             .field("metrics", &self.metrics)
             .field("shutdown_drain", &self.shutdown_drain)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -357,6 +396,24 @@ mod tests {
         assert!(parse_drain("2h").is_err());
         assert!(parse_drain("-1s").is_err());
         assert!(Cli::try_parse_from(["keymint", "--metrics", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_its_key() {
+        let tls = |args: &[&str]| Cli::parse_from(["keymint"].iter().chain(args).copied()).config.tls_files();
+        assert_eq!(tls(&[]), Ok(None));
+        let both = tls(&["--tls-cert", "c.pem", "serve", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem"]);
+        let files = both.expect("both given").expect("TLS on");
+        assert_eq!(
+            (files.cert, files.key, files.client_ca),
+            ("c.pem".into(), "k.pem".into(), Some("ca.pem".into()))
+        );
+        let error = tls(&["--tls-cert", "c.pem"]).expect_err("no key");
+        assert!(error.contains("--tls-key (KEYMINT_TLS_KEY) is not"), "{error}");
+        let error = tls(&["--tls-key", "k.pem"]).expect_err("no certificate");
+        assert!(error.contains("--tls-cert (KEYMINT_TLS_CERT) is not"), "{error}");
+        let error = tls(&["--tls-client-ca", "ca.pem"]).expect_err("client CA alone");
+        assert!(error.contains("needs --tls-cert and --tls-key"), "{error}");
     }
 
     #[test]

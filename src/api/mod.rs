@@ -1,5 +1,5 @@
 //! The transport: gRPC, gRPC-Web, reflection, JSON/REST, Envoy's ext_authz and the OAuth HTTP endpoints on one
-//! port. Decodes
+//! port, in clear or over TLS. Decodes
 //! requests, authenticates, picks the organization, calls one use case, and maps its answer (errors in exactly one
 //! place: `error.rs`).
 
@@ -13,6 +13,7 @@ mod convert;
 pub mod error;
 pub mod ext_authz;
 mod framing;
+mod handshake;
 mod health;
 mod incoming;
 pub mod limits;
@@ -24,6 +25,7 @@ mod redact;
 pub mod rest;
 pub mod server;
 mod telemetry;
+pub mod tls;
 
 /// The code generated from proto/.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -2,8 +2,8 @@
 //! first; then gRPC (h2c), gRPC-Web (HTTP/1.1 and HTTP/2, with CORS), server reflection v1 and v1alpha and
 //! grpc.health.v1.Health, behind their own layers, by content type or service path; everything else is JSON,
 //! transcoded to the same gRPC handlers (rest/), with `/openapi.json`; and the operator's `/metrics`, `/live` and
-//! `/ready` (operations.rs). All of it over HTTP/1.1 and HTTP/2, with message, stream and concurrency limits,
-//! keepalive pings, deadlines and a graceful shutdown.
+//! `/ready` (operations.rs). All of it over HTTP/1.1 and HTTP/2, in clear or over TLS (handshake.rs), with
+//! message, stream and concurrency limits, keepalive pings, deadlines and a graceful shutdown.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -20,6 +20,7 @@ use super::{
     client_address::ClientAddressLayer,
     ext_authz::ExtAuthz,
     framing::{ContentTypeLayer, UnaryFramingLayer},
+    handshake::{HANDSHAKE_TIMEOUT, TlsIncoming},
     incoming::Incoming,
     management::Management,
     metrics::Metrics,
@@ -34,6 +35,7 @@ use super::{
         },
     },
     telemetry::{HttpLogLayer, RpcLogLayer},
+    tls::TlsCertificates,
 };
 
 /// Limits of the transport.
@@ -85,13 +87,15 @@ pub struct Operations {
 }
 
 /// Serves until `shutdown` completes, then stops accepting and lets in-flight calls finish. Requests from
-/// `trusted_proxies` are taken to come from the client those proxies forward (x-forwarded-for).
+/// `trusted_proxies` are taken to come from the client those proxies forward (x-forwarded-for). With `tls`, the
+/// port speaks only TLS.
 pub async fn serve(
     listener: TcpListener,
     services: Arc<Services>,
     limits: Limits,
     trusted_proxies: TrustedProxies,
     operations: Operations,
+    tls: Option<Arc<TlsCertificates>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -158,7 +162,7 @@ pub async fn serve(
         .merge(super::rest::router(transcoder, http_log))
         .layer(client_address);
 
-    Server::builder()
+    let server = Server::builder()
         .accept_http1(true)
         .timeout(limits.request_timeout)
         .max_concurrent_streams(limits.max_concurrent_streams)
@@ -168,9 +172,15 @@ pub async fn serve(
         .load_shed(true)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-        .add_routes(Routes::from(router))
-        .serve_with_incoming_shutdown(Incoming::new(listener), shutdown)
-        .await?;
+        .add_routes(Routes::from(router));
+    let incoming = Incoming::new(listener);
+    match tls {
+        None => server.serve_with_incoming_shutdown(incoming, shutdown).await?,
+        Some(tls) => {
+            let incoming = TlsIncoming::new(incoming, tls, HANDSHAKE_TIMEOUT);
+            server.serve_with_incoming_shutdown(incoming, shutdown).await?
+        }
+    }
     Ok(())
 }
 

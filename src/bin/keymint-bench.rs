@@ -47,6 +47,8 @@ mod ext_authz;
 mod metrics;
 #[path = "keymint-bench/million.rs"]
 mod million;
+#[path = "keymint-bench/tls.rs"]
+mod tls;
 
 #[derive(Debug, Parser)]
 #[command(name = "keymint-bench", about = "Measures keymint against baselines taken in the same run")]
@@ -112,6 +114,9 @@ enum Scenario {
     ExtAuthz,
     /// Health and VerifyApiKey with metrics on against a second server with `--metrics false` (not part of `all`).
     Metrics,
+    /// TLS against h2c: the health RPC over open connections, and new connections with one call each (full
+    /// handshakes, ECDSA P-256 and RSA-2048 certificates). Needs the `openssl` command; not part of `all`.
+    Tls,
 }
 
 /// One scenario's figures.
@@ -306,6 +311,7 @@ async fn run(args: Args) -> BenchResult<u64> {
         trusted_proxies: Vec::new(),
         metrics: true,
         shutdown_drain: Duration::ZERO,
+        tls: Default::default(),
     };
     let running = app::start(&config).await?;
     let channels = connect(&running, 4).await?;
@@ -409,6 +415,9 @@ async fn run(args: Args) -> BenchResult<u64> {
     }
     if args.scenario == Scenario::Metrics {
         all.extend(metrics::run(&running, &config, &target, &args).await?);
+    }
+    if args.scenario == Scenario::Tls {
+        all.extend(tls::run(&running, &config, &channels, &args, &database.dir).await?);
     }
     if run_oauth {
         all.extend(oauth_scenarios(&running, &channels, &target, &health, &args, workers).await?);

@@ -167,6 +167,7 @@ pub fn config(db: &FreshDb, admin_token: Option<String>) -> Config {
         trusted_proxies: Vec::new(),
         metrics: true,
         shutdown_drain: std::time::Duration::ZERO,
+        tls: Default::default(),
     }
 }
 

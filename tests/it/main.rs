@@ -30,5 +30,6 @@ mod shared_limits;
 mod shutdown;
 mod startup;
 mod store;
+mod tls;
 mod transports;
 mod verify;

@@ -344,7 +344,11 @@ async fn live_and_ready_answer_and_metrics_can_be_off() {
             break;
         }
         assert_eq!(status, 503);
-        assert_eq!(answer["failing"], serde_json::json!(["key pool: warming up, no 2048-bit key generated yet"]), "{body}");
+        assert_eq!(
+            answer["failing"],
+            serde_json::json!(["key pool: warming up, no 2048-bit key generated yet"]),
+            "{body}"
+        );
         assert!(started.elapsed() < std::time::Duration::from_secs(30), "ready within 30 s");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
