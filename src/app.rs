@@ -133,6 +133,11 @@ impl Running {
         }
     }
 
+    /// What the port's TLS has done (handshakes and reloads, as `/metrics` reports them), when TLS is on.
+    pub fn tls_counts(&self) -> Option<&crate::api::tls::TlsCounts> {
+        self.tls.as_deref().map(TlsCertificates::counts)
+    }
+
     /// Waits until the server ends by itself (it only does on an error).
     pub async fn wait(&mut self) -> Result<(), AppError> {
         (&mut self.task).await??;

@@ -6,7 +6,10 @@
 use std::{
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -65,7 +68,8 @@ impl Stream for TlsIncoming {
                 Poll::Ready(Some(Ok(connection))) => {
                     // The configuration of the moment: a reload affects only handshakes that start after it.
                     let acceptor = TlsAcceptor::from(this.certificates.current());
-                    this.handshakes.spawn(handshake(acceptor, connection, this.timeout));
+                    let certificates = this.certificates.clone();
+                    this.handshakes.spawn(handshake(acceptor, connection, this.timeout, certificates));
                 }
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
                 Poll::Ready(None) => return Poll::Ready(None),
@@ -79,17 +83,25 @@ async fn handshake(
     acceptor: TlsAcceptor,
     connection: Connection,
     timeout: Duration,
+    certificates: Arc<TlsCertificates>,
 ) -> Option<TlsConnection> {
     let peer = connection.connect_info().remote_addr;
+    let counts = certificates.counts();
+    let count = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
     match tokio::time::timeout(timeout, acceptor.accept(connection)).await {
-        Ok(Ok(stream)) => Some(TlsConnection { stream }),
-        // Clients that speak plain HTTP to this port, or distrust its certificate, end here: nothing the
-        // server could fix, so not a warning.
+        Ok(Ok(stream)) => {
+            count(&counts.handshakes_completed);
+            Some(TlsConnection { stream })
+        }
+        // Clients that speak plain HTTP to this port, or distrust its certificate, or have none that the client CA
+        // signed, end here: nothing the server could fix, so not a warning (the metric shows a trend).
         Ok(Err(error)) => {
+            count(&counts.handshakes_failed);
             tracing::debug!(?peer, %error, "TLS handshake failed");
             None
         }
         Err(_) => {
+            count(&counts.handshakes_timed_out);
             tracing::debug!(?peer, timeout_ms = timeout.as_millis() as u64, "TLS handshake timed out");
             None
         }

@@ -101,7 +101,8 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     super::health::follow_store(health, services.store().state(), operations.readiness.stopping()).await;
     let metrics = if operations.metrics {
-        Some(Arc::new(Metrics::new(&[pb::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET])?))
+        let metrics = Metrics::new(&[pb::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET])?;
+        Some(Arc::new(metrics.with_tls(tls.clone())))
     } else {
         None
     };

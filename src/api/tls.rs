@@ -6,7 +6,10 @@
 use std::{
     fmt, io,
     path::{Path, PathBuf},
-    sync::{Arc, PoisonError, RwLock},
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use rustls::{
@@ -67,6 +70,36 @@ impl fmt::Display for Role {
 pub struct TlsCertificates {
     files: TlsFiles,
     current: RwLock<Arc<ServerConfig>>,
+    counts: TlsCounts,
+}
+
+/// What the TLS side has done, for `/metrics`: a failed reload (a renewal gone wrong) and refused handshakes (a
+/// client without the right certificate, or plain HTTP to the TLS port) are otherwise only in the log.
+#[derive(Debug, Default)]
+pub struct TlsCounts {
+    pub handshakes_completed: AtomicU64,
+    pub handshakes_failed: AtomicU64,
+    pub handshakes_timed_out: AtomicU64,
+    pub reloads_succeeded: AtomicU64,
+    pub reloads_failed: AtomicU64,
+}
+
+impl TlsCounts {
+    /// (label value, count) per handshake result, and per reload result.
+    pub fn handshakes(&self) -> [(&'static str, u64); 3] {
+        [
+            ("completed", self.handshakes_completed.load(Ordering::Relaxed)),
+            ("failed", self.handshakes_failed.load(Ordering::Relaxed)),
+            ("timed_out", self.handshakes_timed_out.load(Ordering::Relaxed)),
+        ]
+    }
+
+    pub fn reloads(&self) -> [(&'static str, u64); 2] {
+        [
+            ("succeeded", self.reloads_succeeded.load(Ordering::Relaxed)),
+            ("failed", self.reloads_failed.load(Ordering::Relaxed)),
+        ]
+    }
 }
 
 impl fmt::Debug for TlsCertificates {
@@ -79,14 +112,25 @@ impl TlsCertificates {
     /// Reads the files; an error says which one is wrong and how.
     pub fn load(files: TlsFiles) -> Result<TlsCertificates, TlsError> {
         let config = server_config(&files)?;
-        Ok(TlsCertificates { files, current: RwLock::new(Arc::new(config)) })
+        Ok(TlsCertificates { files, current: RwLock::new(Arc::new(config)), counts: TlsCounts::default() })
     }
 
     /// Reads the files again. New handshakes use what they hold from now on; on an error nothing changes.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = Arc::new(server_config(&self.files)?);
+        let config = match server_config(&self.files) {
+            Ok(config) => Arc::new(config),
+            Err(error) => {
+                self.counts.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                return Err(error);
+            }
+        };
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
+        self.counts.reloads_succeeded.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    pub fn counts(&self) -> &TlsCounts {
+        &self.counts
     }
 
     /// The configuration for the next handshake.

@@ -535,6 +535,14 @@ async fn plain_http_to_a_tls_port_fails_and_a_silent_client_holds_no_one_back() 
         assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "closed after the handshake timeout: {closed:?}");
     }
     assert!(started.elapsed() >= Duration::from_secs(9), "not before the timeout: {:?}", started.elapsed());
+    let counts = server.running.as_ref().expect("running").tls_counts().expect("TLS on").handshakes();
+    let [(_, completed), (_, failed), (_, timed_out)] = counts;
+    assert_eq!(
+        (timed_out, completed),
+        (3, 1),
+        "the silent three timed out, the TLS client completed: {counts:?}"
+    );
+    assert!(failed >= 1, "h2c to the TLS port is a failed handshake: {counts:?}");
     server.stop().await;
 }
 
@@ -598,6 +606,25 @@ async fn client_certificates_are_required_with_a_client_ca_and_reloaded() {
     server.running.as_ref().expect("running").reload_tls().expect("reload");
     assert_eq!(call(Some(&outsider)).await, Ok(ServingStatus::Serving as i32));
     assert!(call(Some(&member)).await.is_err(), "the old CA's client after the reload");
+
+    // /metrics counts what only the debug log said: refused handshakes and the reload.
+    let mut sender = http1(addr, client_config(&[&ca.cert], Some(&outsider), &["http/1.1"])).await;
+    let request = http::Request::get("/metrics").header("host", "localhost").body(Full::new(Bytes::new()));
+    let response = sender.send_request(request.expect("request")).await.expect("scrape");
+    assert_eq!(response.status(), 200);
+    let scrape = String::from_utf8(response.into_body().collect().await.expect("body").to_bytes().to_vec())
+        .expect("UTF-8");
+    let value = |series: &str| -> u64 {
+        let line = scrape.lines().find(|line| line.starts_with(&format!("{series} "))).unwrap_or_else(|| {
+            panic!("no {series} in:\n{scrape}");
+        });
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a count")
+    };
+    // Without a certificate, with another CA's (twice: before and after the reload), curl without one.
+    assert!(value(r#"keymint_tls_handshakes_total{result="failed"}"#) >= 3, "{scrape}");
+    assert!(value(r#"keymint_tls_handshakes_total{result="completed"}"#) >= 3, "{scrape}");
+    assert_eq!(value(r#"keymint_tls_reloads_total{result="succeeded"}"#), 1);
+    assert_eq!(value(r#"keymint_tls_reloads_total{result="failed"}"#), 0);
     server.stop().await;
 }
 
@@ -637,6 +664,8 @@ async fn a_reload_serves_new_handshakes_the_new_certificate_and_keeps_open_conne
     std::fs::copy(&old.key, &live.key).expect("copy");
     let error = running.reload_tls().expect_err("mismatched key").to_string();
     assert!(error.contains("cannot be used together"), "{error}");
+    let reloads = running.tls_counts().expect("TLS on").reloads();
+    assert_eq!(reloads, [("succeeded", 1), ("failed", 2)], "counted for /metrics");
     assert_eq!(served_certificate(addr, either).await.expect("handshake"), first_certificate(&new.cert));
     assert_eq!(health(open.clone()).await, Ok(ServingStatus::Serving as i32));
     drop(open);

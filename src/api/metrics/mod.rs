@@ -12,6 +12,7 @@ use prost_reflect::DescriptorPool;
 use tonic::Code;
 
 use crate::{
+    api::tls::{TlsCertificates, TlsCounts},
     crypto::pool::KeyPool,
     service::{
         Services,
@@ -103,6 +104,8 @@ pub struct Metrics {
     /// Per route and status class.
     http: Box<[Histogram]>,
     refusals: LabelCounts,
+    /// The port's TLS, when it speaks TLS: its handshakes and reloads.
+    tls: Option<Arc<TlsCertificates>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -136,7 +139,14 @@ impl Metrics {
             methods,
             names,
             refusals: LabelCounts::new(MAX_REASONS),
+            tls: None,
         })
+    }
+
+    /// Reports the handshakes and reloads of the port's TLS too.
+    pub fn with_tls(mut self, tls: Option<Arc<TlsCertificates>>) -> Metrics {
+        self.tls = tls;
+        self
     }
 
     /// The method a request path names (`other` for any path keymint does not serve).
@@ -168,6 +178,9 @@ impl Metrics {
     pub fn render(&self, services: &Services, key_pool: &KeyPool, ready: bool) -> String {
         let mut out = Exposition::default();
         self.render_transport(&mut out);
+        if let Some(tls) = &self.tls {
+            render_tls(&mut out, tls.counts());
+        }
         render_use_cases(&mut out, services);
         render_resources(&mut out, services, key_pool, ready);
         out.finish()
@@ -286,6 +299,26 @@ fn render_use_cases(out: &mut Exposition, services: &Services) {
             "Unix time of the last usage write.",
         );
         out.sample("keymint_usage_last_flush_timestamp_seconds", &[], format!("{at:.3}"));
+    }
+}
+
+fn render_tls(out: &mut Exposition, counts: &TlsCounts) {
+    out.family(
+        "keymint_tls_handshakes_total",
+        "counter",
+        "TLS handshakes by result: failed covers plain HTTP to the port and clients without a trusted certificate.",
+    );
+    for (result, count) in counts.handshakes() {
+        out.sample("keymint_tls_handshakes_total", &[("result", result)], count);
+    }
+    out.family(
+        "keymint_tls_reloads_total",
+        "counter",
+        "Reloads of the certificate, key and client CA (SIGHUP) by result; after a failed one the files loaded \
+         before stay in use.",
+    );
+    for (result, count) in counts.reloads() {
+        out.sample("keymint_tls_reloads_total", &[("result", result)], count);
     }
 }
 
