@@ -222,6 +222,13 @@ async fn a_backup_never_overwrites_and_postgres_is_pointed_to_pg_dump() {
     assert!(!ok && log.contains("not overwriting"), "{log}");
     assert_eq!(std::fs::read(&taken).expect("read"), b"someone else's file", "left as it was");
 
+    // A database named by a sqlite: URL is found the same way.
+    let url = format!("sqlite:{}", dir.path().join("elsewhere.db").display());
+    assert!(run(&["migrate"], Some(&url)).0, "a database at the URL");
+    let copy = dir.path().join("elsewhere-copy.db");
+    let (ok, log) = run(&["backup", copy.to_str().expect("utf-8")], Some(&url));
+    assert!(ok && log.contains("backed up") && copy.exists(), "{log}");
+
     let pg = dir.path().join("pg.db");
     let (ok, log) = run(&["backup", pg.to_str().expect("utf-8")], Some("postgres://127.0.0.1:1/none"));
     assert!(!ok && log.contains("pg_dump"), "PostgreSQL is backed up with its own tools: {log}");
