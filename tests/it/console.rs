@@ -27,10 +27,7 @@ struct Created {
 
 /// Chromium, when KEYMINT_TEST_CHROMIUM names one; the console must be built then.
 fn chromium() -> Option<String> {
-    let Ok(chromium) = std::env::var("KEYMINT_TEST_CHROMIUM") else {
-        eprintln!("KEYMINT_TEST_CHROMIUM is not set: skipping the browser console test (.ci/run sets it)");
-        return None;
-    };
+    let chromium = crate::helpers::outside_tool("KEYMINT_TEST_CHROMIUM", "the browser console test")?;
     assert!(
         std::path::Path::new(WEB).join("dist/index.html").exists(),
         "KEYMINT_TEST_CHROMIUM is set but the console is not built: npm --prefix web ci && npm --prefix web run build"

@@ -28,17 +28,11 @@ use prost::Message;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::helpers::{Db, TestServer, api_key_request, error_of, on_both_databases};
+use crate::helpers::{Db, TestServer, api_key_request, buf, error_of, on_both_databases, outside_tool};
 
 /// The envoy binary, or None (and the test passes, saying so) when KEYMINT_TEST_ENVOY is unset.
 pub(crate) fn envoy_binary() -> Option<PathBuf> {
-    match std::env::var("KEYMINT_TEST_ENVOY") {
-        Ok(path) if !path.is_empty() => Some(PathBuf::from(path)),
-        _ => {
-            eprintln!("KEYMINT_TEST_ENVOY is not set: skipping the tests through Envoy (.ci/run sets it)");
-            None
-        }
-    }
+    outside_tool("KEYMINT_TEST_ENVOY", "the tests through Envoy").map(PathBuf::from)
 }
 
 /// A port nobody listens on right now.
@@ -222,7 +216,7 @@ async fn grpc_web(db: Db) {
     }
 
     // buf curl, as the issue tried it, when node_modules has it (`npm ci`).
-    let buf = Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules/.bin/buf");
+    let buf = buf();
     if buf.exists() {
         let output = Command::new(&buf)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -251,7 +245,7 @@ on_both_databases!(json_transcoding_at_the_edge_with_error_bodies, json_transcod
 async fn json_transcoder(db: Db) {
     let Some(binary) = envoy_binary() else { return };
     // The README's command builds the descriptor set from proto/.
-    let buf = Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules/.bin/buf");
+    let buf = buf();
     assert!(buf.exists(), "run `npm ci` first: the JSON transcoder test builds its descriptors with buf");
     let server = keymint_behind_envoy(db).await;
     let dir = tempfile::tempdir().expect("dir");

@@ -385,3 +385,20 @@ pub struct Claims {
     pub aud: String,
     pub exp: u64,
 }
+
+/// An outside tool a test drives (Python, Envoy, Chromium), named by the environment variable `var` that `.ci/run`
+/// sets; when it is unset, None and a line saying which `skipped` part does not run.
+pub fn outside_tool(var: &str, skipped: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(tool) if !tool.is_empty() => Some(tool),
+        _ => {
+            eprintln!("{var} is not set: skipping {skipped} (.ci/run sets it)");
+            None
+        }
+    }
+}
+
+/// buf from the project's npm packages, which `npm ci` installs (`.ci/run` does).
+pub fn buf() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules/.bin/buf")
+}

@@ -1009,8 +1009,8 @@ async fn debug_log(db: Db) {
 /// them installed (`.ci/run` makes one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outside_client_library_gets_introspects_and_revokes_tokens() {
-    let Ok(python) = std::env::var("KEYMINT_TEST_PYTHON") else {
-        eprintln!("KEYMINT_TEST_PYTHON is not set: skipping the authlib/PyJWT client test (.ci/run sets it)");
+    let Some(python) = crate::helpers::outside_tool("KEYMINT_TEST_PYTHON", "the authlib/PyJWT client test")
+    else {
         return;
     };
     let server = TestServer::start(Db::Sqlite).await;

@@ -341,7 +341,7 @@ fn curl_available() -> bool {
 }
 
 fn buf() -> Option<PathBuf> {
-    let buf = Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules/.bin/buf");
+    let buf = helpers::buf();
     if !buf.exists() {
         eprintln!(
             "node_modules/.bin/buf is missing: skipping the buf curl calls (`npm ci`; .ci/run does it)"
@@ -352,13 +352,7 @@ fn buf() -> Option<PathBuf> {
 }
 
 fn python() -> Option<String> {
-    match std::env::var("KEYMINT_TEST_PYTHON") {
-        Ok(python) if !python.is_empty() => Some(python),
-        _ => {
-            eprintln!("KEYMINT_TEST_PYTHON is not set: skipping the grpcio calls (.ci/run sets it)");
-            None
-        }
-    }
+    helpers::outside_tool("KEYMINT_TEST_PYTHON", "the grpcio calls")
 }
 
 /// Python grpcio's health check and ListProjects over TLS; the names of the projects it listed.
