@@ -83,9 +83,13 @@ impl Keymint {
         tokio::time::timeout(Duration::from_millis(500), exchange).await.ok().flatten()
     }
 
-    fn terminate(&self) {
+    /// Sends SIGTERM and returns when it was sent. The instant is taken before `kill` runs, as the
+    /// server's drain clock may start before that process has been reaped.
+    fn terminate(&self) -> Instant {
+        let sending = Instant::now();
         let sent = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("kill");
         assert!(sent.success());
+        sending
     }
 
     async fn exited(&mut self) -> std::process::ExitStatus {
@@ -159,8 +163,7 @@ async fn sigterm(db: Db) {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let mut health = HealthClient::new(keymint.channel().await);
-    keymint.terminate();
-    let terminated = Instant::now();
+    let terminated = keymint.terminate();
     // Readiness turns false while the port still answers.
     let (status, answer) = loop {
         match keymint.get("/ready").await {
@@ -253,8 +256,7 @@ async fn a_stream_left_open_is_closed_after_the_request_timeout() {
     let first = watch.message().await.expect("a status").expect("a status");
     assert_eq!(first.status(), ServingStatus::Serving);
 
-    keymint.terminate();
-    let terminated = Instant::now();
+    let terminated = keymint.terminate();
     let status = keymint.exited().await;
     let took = terminated.elapsed();
     assert!(status.success(), "keymint exits with success");
