@@ -9,6 +9,10 @@ use keymint::{
 };
 use tracing_subscriber::EnvFilter;
 
+/// Cargo.toml says why.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -42,6 +42,9 @@ fn start(store: Arc<dyn EventStore>) -> mpsc::Sender<Pending> {
     let (sender, mut queue) = mpsc::channel::<Pending>(QUEUE);
     tokio::spawn(async move {
         while let Some(first) = queue.recv().await {
+            // Requests that are already runnable get to queue their jti first: a larger batch is fewer
+            // transactions, and fewer wake-ups of the database's thread.
+            tokio::task::yield_now().await;
             let mut batch = vec![first];
             while batch.len() < BATCH {
                 match queue.try_recv() {

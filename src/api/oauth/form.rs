@@ -1,7 +1,7 @@
 //! The `application/x-www-form-urlencoded` body of an OAuth request. Its values hold assertions and tokens, so
 //! Debug shows the parameter names only.
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 use http::{HeaderMap, header::CONTENT_TYPE};
 
@@ -10,11 +10,13 @@ use crate::{
     service::Error,
 };
 
-pub struct Form(HashMap<String, String>);
+/// The parameters, borrowed from the body unless percent-decoding changed them (assertions and tokens are
+/// base64url, so they never need it).
+pub struct Form<'a>(HashMap<Cow<'a, str>, Cow<'a, str>>);
 
-impl Form {
+impl<'a> Form<'a> {
     /// Reads the body; a parameter sent twice is refused, as RFC 6749 §3.2 requires.
-    pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, Error> {
+    pub fn parse(headers: &HeaderMap, body: &'a [u8]) -> Result<Form<'a>, Error> {
         let media = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -26,7 +28,7 @@ impl Form {
         }
         let mut params = HashMap::new();
         for (name, value) in form_urlencoded::parse(body) {
-            if params.insert(name.to_string(), value.into_owned()).is_some() {
+            if params.insert(name.clone(), value).is_some() {
                 let shown: String = name.chars().take(50).collect();
                 return Err(Form::invalid(format!("parameter {shown:?} is sent more than once")));
             }
@@ -35,7 +37,7 @@ impl Form {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.0.get(name).map(|value| value.as_ref())
     }
 
     pub fn required(&self, name: &str) -> Result<&str, Error> {
@@ -47,7 +49,7 @@ impl Form {
     }
 }
 
-impl std::fmt::Debug for Form {
+impl std::fmt::Debug for Form<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_set().entries(self.0.keys()).finish()
     }

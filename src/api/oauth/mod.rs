@@ -127,7 +127,7 @@ async fn revoke(State(services): Shared, headers: HeaderMap, body: Bytes) -> Res
     }
 }
 
-fn client_assertion(form: &Form) -> ClientAssertion<'_> {
+fn client_assertion<'a>(form: &'a Form<'_>) -> ClientAssertion<'a> {
     ClientAssertion {
         assertion_type: form.get("client_assertion_type"),
         assertion: form.get("client_assertion"),
