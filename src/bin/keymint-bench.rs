@@ -89,7 +89,7 @@ struct Args {
     #[arg(long, default_value_t = 100_000)]
     cache_capacity: usize,
     /// Client assertions signed before each OAuth scenario (each call uses one up).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 60_000)]
     oauth_assertions: usize,
     /// The envoy binary for ext-authz (with it, `all` runs ext-authz too).
     #[arg(long, env = "KEYMINT_BENCH_ENVOY")]
@@ -135,6 +135,15 @@ struct Figures {
 impl Figures {
     fn per_second(&self) -> f64 {
         if self.seconds > 0.0 { self.calls as f64 / self.seconds } else { 0.0 }
+    }
+
+    /// Adds another slice of the same scenario (interleaved rounds).
+    fn absorb(&mut self, slice: Figures) {
+        self.in_flight = slice.in_flight;
+        self.calls += slice.calls;
+        self.errors += slice.errors;
+        self.seconds += slice.seconds;
+        self.latencies_us.extend(slice.latencies_us);
     }
 
     fn percentile_ms(&self, p: f64) -> f64 {
@@ -1050,16 +1059,12 @@ where
 }
 
 /// The server's own cost of a token, without the transport or the store: verify an RS256 assertion and sign an
-/// RS256 token, on as many threads as there are cores, for `duration`.
-async fn raw_verify_and_sign(
-    client: &BenchClient,
-    threads: usize,
-    duration: Duration,
-) -> BenchResult<Figures> {
+/// RS256 token. Run on as many threads as there are cores, it is the token scenario's baseline.
+async fn raw_verify_and_sign(client: &BenchClient) -> BenchResult<impl Fn() -> bool + Send + Sync + 'static> {
     let key = keymint::crypto::public_key::PublicKey::from_spki_pem(&client.public_pem)?;
     let assertion = sign_assertions(client, "bench", 1, 1).await?.remove(0);
     let (signing, _) = keymint::crypto::signing_keys::SigningKey::generate("bench")?;
-    Ok(on_threads("raw-verify-and-sign", threads, duration, move || {
+    Ok(move || {
         keymint::crypto::jws::parse(&assertion).is_ok_and(|parsed| {
             key.verify("RS256", parsed.signing_input.as_bytes(), &parsed.signature).is_ok()
                 && signing
@@ -1067,11 +1072,71 @@ async fn raw_verify_and_sign(
                     .is_ok()
         })
     })
-    .await)
 }
 
-/// token (client_credentials), access-token introspection and API-key introspection, each over HTTP/2 at
-/// `concurrency`, with the raw baseline for the token.
+/// Rounds in which a scenario and its baseline take turns: this machine's speed drifts by ±15 % over minutes, so
+/// a baseline measured once, before, can be far from what the scenario met.
+const ROUNDS: u32 = 4;
+
+/// A scenario and its baseline in `ROUNDS` alternating slices of `duration / ROUNDS`, the baseline first in each;
+/// `scenario` gets the round's share of `inputs` (one signed assertion per call).
+async fn interleaved<B, S>(
+    duration: Duration,
+    inputs: Vec<String>,
+    mut baseline: impl FnMut(Duration) -> B,
+    mut scenario: impl FnMut(Duration, Vec<String>) -> S,
+) -> (Figures, Figures)
+where
+    B: std::future::Future<Output = Figures>,
+    S: std::future::Future<Output = Figures>,
+{
+    let slice = duration / ROUNDS;
+    let per_round = inputs.len().div_ceil(ROUNDS as usize);
+    let mut rounds = inputs.chunks(per_round.max(1)).map(<[String]>::to_vec);
+    let (mut base, mut measured) = (Figures::default(), Figures::default());
+    for _ in 0..ROUNDS {
+        let first = baseline(slice).await;
+        base.name = first.name;
+        base.absorb(first);
+        let next = scenario(slice, rounds.next().unwrap_or_default()).await;
+        measured.name = next.name;
+        measured.absorb(next);
+    }
+    (base, measured)
+}
+
+/// A form POST of a client assertion and more, at `concurrency` over the connections, one assertion per call;
+/// a call counts when `ok` accepts the answer.
+fn assertion_calls(
+    name: &'static str,
+    channels: &[Channel],
+    concurrency: usize,
+    path: &'static str,
+    params: Vec<(&'static str, String)>,
+    ok: fn(u16, &serde_json::Value) -> bool,
+) -> impl FnMut(Duration, Vec<String>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Figures> + Send>>
+{
+    let channels = channels.to_vec();
+    let params = Arc::new(params);
+    move |slice, assertions| {
+        let (channels, params) = (channels.clone(), params.clone());
+        Box::pin(load_inputs(name, concurrency, slice, assertions, move |worker, assertion| {
+            let channel = channels[worker % channels.len()].clone();
+            let params = params.clone();
+            async move {
+                let mut form: Vec<(&str, &str)> = vec![
+                    ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                    ("client_assertion", assertion.as_str()),
+                ];
+                form.extend(params.iter().map(|(k, v)| (*k, v.as_str())));
+                post_form(&channel, path, &form).await.is_some_and(|(status, json)| ok(status, &json))
+            }
+        }))
+    }
+}
+
+/// token (client_credentials) against the raw verify + sign, and access-token and API-key introspection against
+/// the health RPC, each over HTTP/2 at `concurrency`, interleaved with its baseline.
 async fn oauth_scenarios(
     running: &Running,
     channels: &[Channel],
@@ -1082,30 +1147,29 @@ async fn oauth_scenarios(
     let duration = Duration::from_secs(args.seconds);
     let issuer = running.services.oauth_settings().issuer;
     let client = bench_client(channels, target).await?;
+    let n = args.oauth_assertions;
     let mut all = Vec::new();
 
-    let mut raw = raw_verify_and_sign(&client, threads, duration).await?;
-    raw.print();
-
-    let n = args.oauth_assertions;
+    let raw = Arc::new(raw_verify_and_sign(&client).await?);
     let assertions = sign_assertions(&client, &issuer, n, threads).await?;
-    let channels_owned = channels.to_vec();
-    let mut token =
-        load_inputs("oauth-token", args.concurrency, duration, assertions, move |worker, assertion| {
-            let channel = channels_owned[worker % channels_owned.len()].clone();
-            async move {
-                let params = [
-                    ("grant_type", "client_credentials"),
-                    ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-                    ("client_assertion", assertion.as_str()),
-                ];
-                post_form(&channel, "/oauth/v2/token", &params).await.is_some_and(|(s, _)| s == 200)
-            }
-        })
-        .await;
-    token.extra.insert("ratio_to_raw", token.per_second() / raw.per_second());
-    token.print();
+    let grant = vec![("grant_type", "client_credentials".to_owned())];
+    let (mut raw, mut token) = interleaved(
+        duration,
+        assertions,
+        |slice| {
+            let raw = raw.clone();
+            on_threads("raw-verify-and-sign", threads, slice, move || raw())
+        },
+        assertion_calls("oauth-token", channels, args.concurrency, "/oauth/v2/token", grant, |status, _| {
+            status == 200
+        }),
+    )
+    .await;
     raw.extra.insert("threads", threads as f64);
+    token.extra.insert("ratio_to_raw", token.per_second() / raw.per_second());
+    raw.print();
+    token.print();
+    all.extend([raw, token]);
 
     // One access token, introspected again and again; and one API key (no network limit, no quota).
     let assertion = sign_assertions(&client, &issuer, 1, 1).await?.remove(0);
@@ -1132,32 +1196,24 @@ async fn oauth_scenarios(
     {
         let assertions =
             sign_assertions(&client, &format!("{issuer}/oauth/v2/introspect"), n, threads).await?;
-        // The baseline right before the scenario: this machine's speed drifts by ±15 % over minutes, so the run's
-        // first health figure can be far from the one the scenario met.
-        let health = named("health-adjacent", health(channels, args.concurrency, duration).await);
-        health.print();
-        let channels_owned = channels.to_vec();
-        let introspected = Arc::new(introspected);
-        let mut figures =
-            load_inputs(name, args.concurrency, duration, assertions, move |worker, assertion| {
-                let channel = channels_owned[worker % channels_owned.len()].clone();
-                let token = introspected.clone();
-                async move {
-                    let params = [
-                        ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-                        ("client_assertion", assertion.as_str()),
-                        ("token", token.as_str()),
-                    ];
-                    let answer = post_form(&channel, "/oauth/v2/introspect", &params).await;
-                    answer.is_some_and(|(s, json)| s == 200 && json["active"] == true)
-                }
-            })
-            .await;
+        let (health, mut figures) = interleaved(
+            duration,
+            assertions,
+            |slice| async move { named("health-beside", health(channels, args.concurrency, slice).await) },
+            assertion_calls(
+                name,
+                channels,
+                args.concurrency,
+                "/oauth/v2/introspect",
+                vec![("token", introspected)],
+                |status, json| status == 200 && json["active"] == true,
+            ),
+        )
+        .await;
         figures.extra.insert("ratio_to_health", figures.per_second() / health.per_second());
+        health.print();
         figures.print();
         all.extend([health, figures]);
     }
-    all.insert(0, token);
-    all.insert(0, raw);
     Ok(all)
 }
