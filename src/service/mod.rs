@@ -5,6 +5,7 @@ pub mod access;
 pub mod api_keys;
 pub mod app_keys;
 pub mod apps;
+mod batch;
 pub(crate) mod bounded;
 mod cache;
 pub mod edge;
@@ -16,7 +17,6 @@ pub mod orgs;
 pub mod projects;
 pub mod signing_keys;
 pub mod stats;
-mod used_assertions;
 pub mod verify;
 
 use std::{
@@ -38,7 +38,7 @@ use crate::{
         principal::Principal,
         time::Clock,
     },
-    store::{Append, Changed, EventStore, Page, RecordedEvent},
+    store::{Append, Changed, EventStore, Page, RecordedEvent, UsedAssertion},
 };
 
 pub use error::{Error, Result};
@@ -67,7 +67,10 @@ pub struct Services {
     oauth: oauth::OAuthConfig,
     oauth_clients: oauth_clients::OAuthClients,
     verified_tokens: oauth::VerifiedTokens,
-    used_assertions: used_assertions::AssertionLog,
+    /// The assertions' `jti`s, recorded in batches: false when one was used before.
+    used_assertions: batch::Batched<UsedAssertion, bool>,
+    /// Whether access tokens were revoked, read in batches (when memory cannot answer: a shared database).
+    revocations: batch::Batched<String, bool>,
     signing_keys: signing_keys::SigningKeys,
     counts: stats::UseCaseCounts,
     /// Whether the change feed delivers every change other processes commit (always, without other processes).
@@ -129,7 +132,12 @@ impl Services {
             oauth: Default::default(),
             oauth_clients: Default::default(),
             verified_tokens: Default::default(),
-            used_assertions: Default::default(),
+            used_assertions: batch::Batched::new(|store, used| {
+                Box::pin(async move { store.use_assertions(&used).await })
+            }),
+            revocations: batch::Batched::new(|store, jtis| {
+                Box::pin(async move { store.tokens_revoked(&jtis).await })
+            }),
             signing_keys: Default::default(),
             counts: Default::default(),
             feed_live: AtomicBool::new(true),

@@ -357,7 +357,7 @@ impl Services {
             jti: claims.jti.clone(),
             expires_at: claims.expires_at,
         };
-        if !self.used_assertions.record(&self.store, used).await? {
+        if !self.used_assertions.call(&self.store, used).await? {
             return Ok(Err(AssertionError::Replayed));
         }
         Ok(Ok(((*app).clone(), claims)))
@@ -402,7 +402,7 @@ impl Services {
     /// database the store is asked on every call.
     async fn token_revoked(&self, app_id: &str, jti: &str) -> Result<bool> {
         if !self.memory_is_whole() {
-            return Ok(self.store.token_revoked(jti).await?);
+            return self.revocations.call(&self.store, jti.to_owned()).await;
         }
         if let Some(revoked) = self.oauth_clients.revoked(app_id) {
             return Ok(revoked.contains(jti));
@@ -559,7 +559,7 @@ impl Services {
         let load = || self.app_state_of(&app.details.org_id, &app.project_id, &app.id);
         let (jti, expires_at) = (verified.jti.as_str(), verified.expires_at);
         self.command_from(target, load, |state| async move {
-            let revoked = self.store.token_revoked(jti).await?;
+            let revoked = self.store.tokens_revoked(&[jti.to_owned()]).await?.contains(&true);
             Ok(state.state.revoke_token(&app.id, &app.project_id, jti, expires_at, revoked)?)
         })
         .await?;

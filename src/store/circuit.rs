@@ -219,8 +219,8 @@ impl EventStore for Guarded {
     async fn use_assertions(&self, used: &[UsedAssertion]) -> Result<Vec<bool>> {
         self.guard(self.inner.use_assertions(used)).await
     }
-    async fn token_revoked(&self, jti: &str) -> Result<bool> {
-        self.guard(self.inner.token_revoked(jti)).await
+    async fn tokens_revoked(&self, jtis: &[String]) -> Result<Vec<bool>> {
+        self.guard(self.inner.tokens_revoked(jtis)).await
     }
     async fn revoked_tokens(&self, app_id: &str) -> Result<Vec<String>> {
         self.guard(self.inner.revoked_tokens(app_id)).await

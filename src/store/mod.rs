@@ -439,8 +439,8 @@ pub trait EventStore: Send + Sync + 'static {
     /// Records assertions' `jti`s, each until its assertion expires, in one transaction; for each, false if it was
     /// used before (by this process or another, or earlier in the batch): the primary key decides.
     async fn use_assertions(&self, used: &[UsedAssertion]) -> Result<Vec<bool>>;
-    /// Whether an access token was revoked.
-    async fn token_revoked(&self, jti: &str) -> Result<bool>;
+    /// Whether each access token (by `jti`) was revoked, in order.
+    async fn tokens_revoked(&self, jtis: &[String]) -> Result<Vec<bool>>;
     /// The `jti`s of an application's revoked access tokens that have not expired yet (or not been pruned).
     async fn revoked_tokens(&self, app_id: &str) -> Result<Vec<String>>;
     /// Forgets used assertions and revoked tokens that expired before `now_secs`; returns how many.

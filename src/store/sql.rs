@@ -114,7 +114,11 @@ pub fn use_assertions(rows: usize) -> String {
         values.join(", ")
     )
 }
-pub const TOKEN_REVOKED: &str = "SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1";
+/// Which of `n` access tokens (by `jti`) were revoked.
+pub fn tokens_revoked(n: usize) -> String {
+    let params: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    format!("SELECT jti FROM revoked_tokens WHERE jti IN ({})", params.join(", "))
+}
 pub const REVOKED_TOKENS: &str = "SELECT jti FROM revoked_tokens WHERE app_id = $1";
 pub const PRUNE_EXPIRED_TOKENS: [&str; 2] =
     ["DELETE FROM used_assertions WHERE expires_at < $1", "DELETE FROM revoked_tokens WHERE expires_at < $1"];
@@ -924,12 +928,18 @@ macro_rules! impl_event_store {
                 Ok(used.iter().map(|a| inserted.remove(&(a.client_id.clone(), a.jti.clone()))).collect())
             }
 
-            async fn token_revoked(&self, jti: &str) -> $crate::store::Result<bool> {
-                let found: i64 = sqlx::query_scalar($crate::store::sql::TOKEN_REVOKED)
-                    .bind(jti)
-                    .fetch_one(&self.read)
-                    .await?;
-                Ok(found > 0)
+            async fn tokens_revoked(&self, jtis: &[String]) -> $crate::store::Result<Vec<bool>> {
+                if jtis.is_empty() {
+                    return Ok(vec![]);
+                }
+                let text = $crate::store::sql::tokens_revoked(jtis.len());
+                let mut select = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(text));
+                for jti in jtis {
+                    select = select.bind(jti.as_str());
+                }
+                let revoked: std::collections::HashSet<String> =
+                    select.fetch_all(&self.read).await?.into_iter().collect();
+                Ok(jtis.iter().map(|jti| revoked.contains(jti)).collect())
             }
 
             async fn revoked_tokens(&self, app_id: &str) -> $crate::store::Result<Vec<String>> {
