@@ -775,3 +775,32 @@ async fn api_key_pages_follow_cursors_and_filters(db: Db) {
     assert!(store.api_keys("org-p", &live).await.expect("list").is_empty(), "no key belongs to app `none`");
     fresh.drop_database().await;
 }
+
+on_both_databases!(revoked_tokens_are_found_one_at_a_time_and_in_batches, revoked_tokens_in_batches);
+async fn revoked_tokens_in_batches(db: Db) {
+    let mut fresh = FreshDb::create(&db).await;
+    let store = fresh.open_store().await;
+    seed_app(&store, "org-rev", "proj-rev", "app-rev").await;
+    let revoke = |sequence, jti: &str| {
+        let event = Event::AppTokenRevoked { jti: jti.into(), expires_at: T0 / 1_000_000 + 3_600 };
+        append(AggregateType::App, "app-rev", "org-rev", sequence, vec![event])
+    };
+    write(&store, revoke(1, "jti-a")).await;
+    write(&store, revoke(2, "jti-c")).await;
+
+    let asked: Vec<String> = ["jti-a", "jti-b", "jti-c", "jti-a", "jti-d"].map(String::from).to_vec();
+    let answers = store.tokens_revoked(&asked).await.expect("batch");
+    assert_eq!(
+        answers,
+        [true, false, true, true, false],
+        "in the order asked, a jti asked twice answered twice"
+    );
+    assert_eq!(store.tokens_revoked(&["jti-c".into()]).await.expect("one"), [true]);
+    assert_eq!(store.tokens_revoked(&[]).await.expect("none"), Vec::<bool>::new());
+    // A full batch of the service's size (64) in one statement.
+    let many: Vec<String> = (0..64).map(|i| format!("jti-{i}")).chain(["jti-a".into()]).collect();
+    let answers = store.tokens_revoked(&many).await.expect("many");
+    assert_eq!(answers.iter().filter(|revoked| **revoked).count(), 1);
+    assert!(answers[64]);
+    fresh.drop_database().await;
+}
