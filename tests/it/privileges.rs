@@ -312,17 +312,22 @@ async fn a_test_key_reads_but_never_writes(db: Db) {
 }
 
 /// A request for a key with the scopes `apikeys:write` and `invoices:read`, limited in every dimension: 50
-/// requests/s (bursts of 100), 1 000 a day, this machine and 10.0.0.0/8, and expiring in an hour. Its networks
-/// include 127.0.0.0/8 because the test server sees its clients at 127.0.0.1.
+/// requests/s (bursts of 100), 1 000 a day, this machine and 10.0.0.0/8, and expiring an hour after the first
+/// such request of the run. Its networks include 127.0.0.0/8 because the test server sees its clients at
+/// 127.0.0.1. The expiry is one instant for every bounded key: taken per key, two keys made on either side of a
+/// second's turn would differ by a second, and the later one would be looser than the earlier.
 fn bounded(title: &str) -> CreateApiKeyRequest {
     CreateApiKeyRequest {
         allowed_cidrs: strings(&["127.0.0.0/8", "10.0.0.0/8"]),
         rate_limit: Some(RateLimit { per_second: 50, burst: 100 }),
         daily_quota: 1_000,
-        expires_at: Some(in_seconds(3_600)),
+        expires_at: Some(*BOUNDED_EXPIRY),
         ..api_key_request(title, &["apikeys:write", "invoices:read"])
     }
 }
+
+static BOUNDED_EXPIRY: std::sync::LazyLock<prost_types::Timestamp> =
+    std::sync::LazyLock::new(|| in_seconds(3_600));
 
 fn in_seconds(seconds: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: now_seconds() + seconds, nanos: 0 }
