@@ -118,17 +118,20 @@ impl Running {
     }
 
     /// Reads the TLS files again (what SIGHUP does): handshakes from now on use them, open connections go on. On
-    /// an error the files in use stay; without TLS there is nothing to read.
-    pub fn reload_tls(&self) -> Result<(), TlsError> {
-        let Some(tls) = &self.tls else { return Ok(()) };
-        match tls.reload() {
+    /// an error the files in use stay; without TLS there is nothing to read. The files are read and parsed on a
+    /// blocking thread, not on the threads that serve calls.
+    pub async fn reload_tls(&self) -> Result<(), AppError> {
+        let Some(tls) = self.tls.clone() else { return Ok(()) };
+        let reloading = tls.clone();
+        let reloaded = tokio::task::spawn_blocking(move || reloading.reload()).await?;
+        match reloaded {
             Ok(()) => {
                 info!(cert = %tls.files().cert.display(), "TLS: reloaded the certificate and key");
                 Ok(())
             }
             Err(error) => {
                 tracing::error!(%error, "TLS: reload failed; the certificate loaded before stays in use");
-                Err(error)
+                Err(error.into())
             }
         }
     }
@@ -269,7 +272,7 @@ pub async fn run(config: &Config) -> Result<(), AppError> {
             () = &mut shutdown => break,
             () = hangups.next() => {
                 // Logged by reload_tls; a failed reload leaves the server serving as before.
-                let _ = running.reload_tls();
+                let _ = running.reload_tls().await;
             }
         }
     }

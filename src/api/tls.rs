@@ -191,7 +191,8 @@ fn certificates(path: &Path, role: Role) -> Result<Vec<CertificateDer<'static>>,
 }
 
 fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(path, Role::Key)?;
+    // The file's bytes are the private key too: wiped when parsed.
+    let pem = zeroize::Zeroizing::new(read(path, Role::Key)?);
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => TlsError::Empty {
             role: Role::Key,

@@ -597,7 +597,7 @@ async fn client_certificates_are_required_with_a_client_ca_and_reloaded() {
 
     // The client CA is read again on reload: now only the other CA's clients get in.
     std::fs::copy(&others.cert, &client_ca).expect("copy");
-    server.running.as_ref().expect("running").reload_tls().expect("reload");
+    server.running.as_ref().expect("running").reload_tls().await.expect("reload");
     assert_eq!(call(Some(&outsider)).await, Ok(ServingStatus::Serving as i32));
     assert!(call(Some(&member)).await.is_err(), "the old CA's client after the reload");
 
@@ -635,7 +635,7 @@ async fn a_reload_serves_new_handshakes_the_new_certificate_and_keeps_open_conne
     assert_eq!(health(open.clone()).await, Ok(ServingStatus::Serving as i32));
 
     new.install_as(&live);
-    running.reload_tls().expect("reload");
+    running.reload_tls().await.expect("reload");
     let either = client_config(&[&old_ca.cert, &new_ca.cert], None, &["h2"]);
     assert_eq!(
         served_certificate(addr, either.clone()).await.expect("handshake"),
@@ -646,7 +646,7 @@ async fn a_reload_serves_new_handshakes_the_new_certificate_and_keeps_open_conne
     // A key that is not PEM: the reload fails, says why without the file's contents, and changes nothing.
     let secret_line = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7";
     std::fs::write(&live.key, format!("-----BEGIN PRIVATE KEY-----\n{secret_line}\n")).expect("write");
-    let error = running.reload_tls().expect_err("a truncated key");
+    let error = running.reload_tls().await.expect_err("a truncated key");
     let message = error.to_string();
     assert!(message.contains("live.key") && message.contains("no END line"), "{message}");
     assert!(!message.contains(secret_line), "{message}");
@@ -656,7 +656,7 @@ async fn a_reload_serves_new_handshakes_the_new_certificate_and_keeps_open_conne
     );
     // A certificate whose key does not match is refused too.
     std::fs::copy(&old.key, &live.key).expect("copy");
-    let error = running.reload_tls().expect_err("mismatched key").to_string();
+    let error = running.reload_tls().await.expect_err("mismatched key").to_string();
     assert!(error.contains("cannot be used together"), "{error}");
     let reloads = running.tls_counts().expect("TLS on").reloads();
     assert_eq!(reloads, [("succeeded", 1), ("failed", 2)], "counted for /metrics");

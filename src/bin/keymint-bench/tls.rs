@@ -70,7 +70,7 @@ pub(super) async fn run(
         [("ecdsa-p256", "tls-connect-call-p256"), ("rsa-2048", "tls-connect-call-rsa2048")]
     {
         pki.make_live(certificate)?;
-        tls_server.reload_tls()?;
+        tls_server.reload_tls().await?;
         for level in [1, args.concurrency] {
             let h2c = connect_and_call("tls-connect-call-h2c", level, seconds, move || async move {
                 h2c_channel(plain).await
