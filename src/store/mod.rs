@@ -1,6 +1,7 @@
 //! The event store: the `events` table, the read models derived from it, and the trait both databases implement.
 
 pub mod backup;
+mod checkpoint;
 mod circuit;
 pub mod files;
 mod migrate;

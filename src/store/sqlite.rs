@@ -9,7 +9,9 @@ use sqlx::{
 };
 
 use super::{
-    ChangeFeed, Result, files,
+    ChangeFeed, Result,
+    checkpoint::Checkpointer,
+    files,
     migrate::{Migration, migrations},
     sql::impl_event_store,
 };
@@ -42,6 +44,8 @@ pub struct SqliteStore {
     write: SqlitePool,
     /// Leases of rate-limit tokens and quota uses go through the one writer.
     leases: SqlitePool,
+    /// A file's WAL checkpoints (none for an in-memory database).
+    _checkpoints: Option<Checkpointer>,
 }
 
 impl SqliteStore {
@@ -75,10 +79,14 @@ impl SqliteStore {
             // a longer page stopped the thread midway until the caller drained it, one more pair of thread
             // wake-ups per page. Room for the largest page (1,000 rows) keeps it to one.
             .row_buffer_size(1024);
-        let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        let one = || SqlitePoolOptions::new().max_connections(1);
+        // The writer never stops a commit to checkpoint: the Checkpointer does it beside it.
+        let write = one().connect_with(options.clone().pragma("wal_autocheckpoint", "0")).await?;
         Self::run_migrations(&write, MIGRATIONS, None).await?;
-        let read =
-            SqlitePoolOptions::new().max_connections(readers()).connect_with(options.read_only(true)).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(readers())
+            .connect_with(options.clone().read_only(true))
+            .await?;
         if on_disk {
             for suffix in ["-wal", "-shm"] {
                 let mut journal = file.clone().into_os_string();
@@ -86,7 +94,9 @@ impl SqliteStore {
                 files::narrow_if_present(Path::new(&journal))?;
             }
         }
-        Ok(SqliteStore { read, leases: write.clone(), write })
+        let checkpoints =
+            if on_disk { Some(Checkpointer::start(one().connect_with(options).await?)) } else { None };
+        Ok(SqliteStore { read, leases: write.clone(), write, _checkpoints: checkpoints })
     }
 
     /// A file on this machine answers whenever the process runs; a query proves the file is still readable.

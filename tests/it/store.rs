@@ -804,3 +804,31 @@ async fn revoked_tokens_in_batches(db: Db) {
     assert!(answers[64]);
     fresh.drop_database().await;
 }
+
+/// SQLite only (PostgreSQL's checkpoints are its server's business): the one writer never stops a commit to
+/// checkpoint; a connection beside it copies the log back into the database file on its own. A few keys write far
+/// fewer log pages than SQLite's own threshold (1,000), so nothing else would copy them before the store closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writes_reach_the_database_file_beside_the_writer() {
+    let fresh = FreshDb::create(&Db::Sqlite).await;
+    let store = fresh.open_store().await;
+    let file = fresh.data_dir().join("keymint.db");
+    let size = || std::fs::metadata(&file).expect("database file").len();
+    let before = size();
+    seed_app(&store, "org-wal", "proj-wal", "app-wal").await;
+    for n in 0..20_u64 {
+        add_key(&store, "org-wal", "app-wal", 1 + n, &format!("key-wal-{n}"), n as i64).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {before} bytes: no checkpoint copied the log into it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        store.app_keys("org-wal", "proj-wal", "app-wal", page(0, 1, true)).await.expect("list").total,
+        20
+    );
+}
