@@ -729,6 +729,47 @@ async fn api_key_usage_adds_up_per_utc_day(db: Db) {
     fresh.drop_database().await;
 }
 
+on_both_databases!(a_flush_of_many_keys_adds_up_for_each_of_them, a_flush_of_many_keys);
+async fn a_flush_of_many_keys(db: Db) {
+    let mut fresh = FreshDb::create(&db).await;
+    let store = fresh.open_store().await;
+    // 1,201 keys: three statements of up to 500 rows. The first, one in the middle and the last are real keys.
+    let watched = [0_u32, 777, 1_200];
+    for n in watched {
+        let id = format!("ak-many-{n}");
+        write(&store, append(AggregateType::ApiKey, &id, "org-m", 0, vec![api_key_created(n)])).await;
+    }
+    let flush = |requests: u64, day: i64| -> Vec<UsageDelta> {
+        (0..1_201_u32)
+            .map(|n| UsageDelta {
+                key_id: format!("ak-many-{n}"),
+                requests: requests + u64::from(n),
+                denied: 1,
+                last_used_at: i64::from(n),
+                quota_day: day,
+                quota_used: 2,
+            })
+            .collect()
+    };
+    store.record_usage(&flush(10, 100)).await.expect("first flush: every row new");
+    store.record_usage(&flush(5, 100)).await.expect("second flush: every row an update");
+    for n in watched {
+        let usage = store.api_key("org-m", &format!("ak-many-{n}")).await.expect("read").expect("key").usage;
+        assert_eq!(
+            (
+                usage.total_requests,
+                usage.total_denied,
+                usage.last_used_at,
+                usage.quota_day,
+                usage.quota_count
+            ),
+            (15 + 2 * i64::from(n), 2, i64::from(n), 100, 4),
+            "key {n}"
+        );
+    }
+    fresh.drop_database().await;
+}
+
 on_both_databases!(api_key_pages_follow_cursors_and_filters, api_key_pages_follow_cursors_and_filters);
 async fn api_key_pages_follow_cursors_and_filters(db: Db) {
     let mut fresh = FreshDb::create(&db).await;
