@@ -14,9 +14,9 @@ use std::{
 
 use sqlx::sqlite::SqlitePool;
 
-/// How often the log is copied back. A busy second writes a few megabytes of log at most, which bounds the log
-/// file about as SQLite's own 1,000 pages (4 MB) did; an idle tick finds nothing to copy and does no I/O.
-pub const EVERY: Duration = Duration::from_millis(500);
+/// How often the log is copied back: the log file holds about what half a second of writes adds, and an idle
+/// tick finds nothing to copy and does no I/O.
+const EVERY: Duration = Duration::from_millis(500);
 
 /// The checkpointing connection; its task ends once the store's last handle, and so this, is dropped.
 #[derive(Debug, Clone)]
