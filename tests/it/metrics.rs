@@ -287,7 +287,6 @@ async fn counters_move(db: Db) {
     assert_eq!(moved("keymint_api_key_verifications_total", &[("result", "valid")]), 2.0);
     assert_eq!(moved("keymint_api_key_verifications_total", &[("result", "insufficient_scopes")]), 1.0);
     assert!(moved("keymint_cache_lookups_total", &[("cache", "api_keys"), ("result", "hit")]) >= 2.0);
-    assert!(after.value("keymint_cache_entries", &[("cache", "api_keys")]) >= 1.0);
     assert_eq!(moved("keymint_oauth_token_requests_total", &[("outcome", "issued")]), 1.0);
     assert_eq!(moved("keymint_oauth_token_requests_total", &[("outcome", "invalid_client")]), 1.0);
     assert_eq!(moved("keymint_oauth_introspections_total", &[("outcome", "active")]), 1.0);
@@ -326,6 +325,19 @@ async fn counters_move(db: Db) {
             "label value {value:?} looks like an ID"
         );
     }
+
+    // The gauge follows the cache. On PostgreSQL this process's own writes come back through the change feed too,
+    // and on a loaded machine the echo of the key's creation can arrive after the verifies above filled the
+    // cache, and empty it again (seen once in CI): the echo comes once, so a verify refills it for good.
+    let mut entries = after.value("keymint_cache_entries", &[("cache", "api_keys")]);
+    for _ in 0..50 {
+        if entries >= 1.0 {
+            break;
+        }
+        api_keys.verify_api_key(verify(&["invoices:read"])).await.expect("verify");
+        entries = Scrape::of(&server.url()).await.value("keymint_cache_entries", &[("cache", "api_keys")]);
+    }
+    assert!(entries >= 1.0, "the api_keys cache reports {entries} entries after verifies");
     server.stop().await;
 }
 
