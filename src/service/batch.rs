@@ -13,7 +13,7 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{EventStore, StoreError};
+use crate::store::EventStore;
 
 use super::{Error, Result};
 
@@ -91,7 +91,7 @@ fn start<In: Send + 'static, Out: Send + 'static>(
                 }
                 Err(e) => {
                     for reply in replies {
-                        let _ = reply.send(Err(each(&e)));
+                        let _ = reply.send(Err(Error::from(&e)));
                     }
                 }
             }
@@ -100,20 +100,12 @@ fn start<In: Send + 'static, Out: Send + 'static>(
     sender
 }
 
-/// The error each request of a failed batch answers with.
-fn each(error: &StoreError) -> Error {
-    match error {
-        StoreError::Unavailable(cause) => Error::Unavailable(cause.clone()),
-        StoreError::Unwritable(why) => Error::Unwritable(*why),
-        other => Error::Internal(other.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::store::StoreError;
 
     /// Statements the doubling batch ran.
     static STATEMENTS: AtomicUsize = AtomicUsize::new(0);

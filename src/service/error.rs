@@ -37,9 +37,19 @@ pub enum Error {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict => Error::Conflict,
             StoreError::Unavailable(cause) => Error::Unavailable(cause),
-            StoreError::Unwritable(why) => Error::Unwritable(why),
+            other => Error::from(&other),
+        }
+    }
+}
+
+/// The same mapping for a store error several callers share (a failed batch answers each of its requests).
+impl From<&StoreError> for Error {
+    fn from(e: &StoreError) -> Self {
+        match e {
+            StoreError::Conflict => Error::Conflict,
+            StoreError::Unavailable(cause) => Error::Unavailable(cause.clone()),
+            StoreError::Unwritable(why) => Error::Unwritable(*why),
             other => Error::Internal(other.to_string()),
         }
     }

@@ -106,18 +106,24 @@ pub const APP_PUBLIC_KEY: &str = "SELECT public_key, expires_at FROM app_keys WH
 /// Records `rows` assertions in one statement, returning those that were new. A taken one is not an error: a
 /// replay is an expected answer, and PostgreSQL would log every unique violation.
 pub fn use_assertions(rows: usize) -> String {
-    let values: Vec<String> =
-        (0..rows).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
     format!(
         "INSERT INTO used_assertions (client_id, jti, expires_at) VALUES {} ON CONFLICT DO NOTHING \
          RETURNING client_id, jti",
-        values.join(", ")
+        tuples(rows, 3)
     )
 }
 /// Which of `n` access tokens (by `jti`) were revoked.
 pub fn tokens_revoked(n: usize) -> String {
-    let params: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
-    format!("SELECT jti FROM revoked_tokens WHERE jti IN ({})", params.join(", "))
+    format!("SELECT jti FROM revoked_tokens WHERE jti IN {}", tuples(1, n))
+}
+/// `rows` parenthesized tuples of `columns` placeholders each, numbered on: `($1, $2), ($3, $4)`.
+fn tuples(rows: usize, columns: usize) -> String {
+    let tuple = |row: usize| {
+        let placeholders: Vec<String> =
+            (1..=columns).map(|column| format!("${}", row * columns + column)).collect();
+        format!("({})", placeholders.join(", "))
+    };
+    (0..rows).map(tuple).collect::<Vec<_>>().join(", ")
 }
 pub const REVOKED_TOKENS: &str = "SELECT jti FROM revoked_tokens WHERE app_id = $1";
 pub const PRUNE_EXPIRED_TOKENS: [&str; 2] =
@@ -193,16 +199,10 @@ pub const USAGE_ROWS_PER_STATEMENT: usize = 500;
 /// statement that updates a row twice). A quota count belongs to its UTC day, and a later day replaces an
 /// earlier one's count (right-hand sides read the row as it was, on both databases).
 pub fn record_usage(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|row| {
-            let p: Vec<String> = (1..=6).map(|column| format!("${}", row * 6 + column)).collect();
-            format!("({})", p.join(", "))
-        })
-        .collect();
     format!(
         "INSERT INTO api_key_usage (key_id, total_requests, total_denied, last_used_at, quota_day, quota_count) \
          VALUES {} {RECORD_USAGE_CONFLICT}",
-        values.join(", ")
+        tuples(rows, 6)
     )
 }
 const RECORD_USAGE_CONFLICT: &str = "ON CONFLICT (key_id) DO UPDATE SET \
@@ -1155,3 +1155,19 @@ macro_rules! impl_event_store {
 }
 
 pub(crate) use impl_event_store;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batched_statements_number_their_placeholders_on_from_row_to_row() {
+        assert_eq!(tuples(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(tokens_revoked(3), "SELECT jti FROM revoked_tokens WHERE jti IN ($1, $2, $3)");
+        assert!(use_assertions(2).contains("VALUES ($1, $2, $3), ($4, $5, $6) ON CONFLICT DO NOTHING"));
+        assert!(
+            record_usage(2)
+                .contains("VALUES ($1, $2, $3, $4, $5, $6), ($7, $8, $9, $10, $11, $12) ON CONFLICT")
+        );
+    }
+}
