@@ -414,19 +414,41 @@ impl Services {
         Ok(answer)
     }
 
-    /// POST /oauth/v2/introspect: the token's claims when it is active for the calling client, else exactly
-    /// `{"active": false}`.
+    /// POST /oauth/v2/introspect: the token's claims when it is active for the client that `client` authenticates,
+    /// else exactly `{"active": false}`. An access token's own checks need no client, so they run while the client
+    /// authenticates: recording its assertion's `jti` is a round trip to the store, and on PostgreSQL so is the
+    /// token's revocation read. Nothing is answered, and an API key (whose check counts usage and limits) is not
+    /// looked at, before the client has authenticated.
     pub async fn introspect(
         &self,
-        client: &AuthenticatedClient,
-        token: &str,
-        client_ip: Option<IpAddr>,
+        client: impl Future<Output = Result<AuthenticatedClient>>,
+        token: Option<&str>,
+        client_ip: Option<&str>,
     ) -> Result<Value> {
-        let inactive = json!({ "active": false });
-        if api_key_secret::looks_like_api_key(token) {
-            return self.introspect_api_key(client, token, client_ip).await;
+        let token = token.filter(|token| !token.is_empty());
+        let access_token = token.filter(|token| !api_key_secret::looks_like_api_key(token));
+        let checked = async {
+            match access_token {
+                Some(token) => self.active_access_token(token).await,
+                None => Ok(None),
+            }
+        };
+        let (client, active) = tokio::join!(client, checked);
+        let client = client?;
+        let Some(token) = token else { return Err(oauth(ErrorCode::InvalidRequest, "`token` is required")) };
+        let client_ip = match client_ip.filter(|ip| !ip.is_empty()) {
+            None => None,
+            Some(ip) => Some(
+                ip.trim()
+                    .parse()
+                    .map_err(|_| oauth(ErrorCode::InvalidRequest, "client_ip is not an IP address"))?,
+            ),
+        };
+        if access_token.is_none() {
+            return self.introspect_api_key(&client, token, client_ip).await;
         }
-        let Some(active) = self.active_access_token(token).await? else { return Ok(inactive) };
+        let inactive = json!({ "active": false });
+        let Some(active) = active? else { return Ok(inactive) };
         if active.claims.get("aud").and_then(Value::as_str) != Some(client.app.project_id.as_str()) {
             return Ok(inactive);
         }

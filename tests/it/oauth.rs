@@ -582,6 +582,18 @@ async fn introspection_and_revocation(db: Db) {
     // Introspection needs client authentication.
     let (status, answer) = http.post("/oauth/v2/introspect", &[("token", &access)]).await;
     assert_eq!((status, answer["error"].as_str()), (401, Some("invalid_client")));
+    // The token's checks run beside the client's authentication: a refused client (here a replayed assertion)
+    // still learns nothing of a valid token.
+    let assertion = sign(&key, &claims(&key, &server.url()));
+    let params = vec![
+        ("client_assertion_type", CLIENT_ASSERTION_TYPE.to_owned()),
+        ("client_assertion", assertion),
+        ("token", access.clone()),
+    ];
+    assert_eq!(http.post("/oauth/v2/introspect", &pairs(&params)).await.1["active"], true);
+    let (status, answer) = http.post("/oauth/v2/introspect", &pairs(&params)).await;
+    assert_eq!((status, answer["error"].as_str()), (401, Some("invalid_client")), "{answer}");
+    assert!(answer.get("active").is_none() && answer.get("client_id").is_none(), "{answer}");
 
     // Revocation: at once here, and (PostgreSQL) in a second process.
     let beside = if db_is_postgres(&db) { Some(beside_with_issuer(&server).await) } else { None };

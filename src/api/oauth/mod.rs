@@ -93,13 +93,8 @@ async fn introspect(State(services): Shared, headers: HeaderMap, body: Bytes) ->
     let answer = async {
         let form = Form::parse(&headers, &body)?;
         let endpoint = services.endpoint(INTROSPECT_PATH);
-        let client = services.authenticate_client(client_assertion(&form), &endpoint).await?;
-        let token = form.required("token")?;
-        let client_ip = match form.get("client_ip").filter(|ip| !ip.is_empty()) {
-            None => None,
-            Some(ip) => Some(ip.trim().parse().map_err(|_| Form::invalid("client_ip is not an IP address"))?),
-        };
-        services.introspect(&client, token, client_ip).await
+        let client = services.authenticate_client(client_assertion(&form), &endpoint);
+        services.introspect(client, form.get("token"), form.get("client_ip")).await
     };
     let answer = answer.await;
     services.count_introspection(&answer);
