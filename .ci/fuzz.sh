@@ -18,6 +18,8 @@ fi
 export PATH="$root/bin:$PATH"
 fuzz=(cargo fuzz)
 cargo fmt --check --manifest-path fuzz/Cargo.toml
+# cargo-fuzz has no --locked: fail here if fuzz/Cargo.lock does not match, instead of letting the build update it.
+cargo fetch --locked --target "$(rustc -vV | sed -n "s/^host: //p")" --manifest-path fuzz/Cargo.toml
 options=(--sanitizer none)
 
 started=$(date +%s)
