@@ -52,10 +52,21 @@ impl<'a> Form<'a> {
 /// The body's name-value pairs, decoded as `form_urlencoded::parse` decodes them. A pair with no `+` and no `%`
 /// that is valid UTF-8 is borrowed as it is, which is every pair of an ordinary request: assertions, tokens and
 /// the URN values are base64url and plain ASCII. The library's decoder walks such a value byte by byte through
-/// percent-decoding and then lossy UTF-8 (2.6 % of the CPU of an introspection call, measured with perf).
+/// percent-decoding and then lossy UTF-8 (2.6 % of the CPU of an introspection call, measured with perf); so did
+/// a byte-by-byte search for `&`, `+` and `%` (1.6 %), which memchr does a vector at a time.
 fn pairs(body: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
-    body.split(|&b| b == b'&').filter(|pair| !pair.is_empty()).map(|pair| {
-        let plain = !pair.iter().any(|&b| b == b'+' || b == b'%');
+    let mut rest = Some(body);
+    let split = std::iter::from_fn(move || {
+        let remaining = rest?;
+        let Some(end) = memchr::memchr(b'&', remaining) else {
+            rest = None;
+            return Some(remaining);
+        };
+        rest = Some(&remaining[end + 1..]);
+        Some(&remaining[..end])
+    });
+    split.filter(|pair| !pair.is_empty()).map(|pair| {
+        let plain = memchr::memchr2(b'+', b'%', pair).is_none();
         if plain && let Ok(text) = std::str::from_utf8(pair) {
             let (name, value) = text.split_once('=').unwrap_or((text, ""));
             return (Cow::Borrowed(name), Cow::Borrowed(value));
