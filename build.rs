@@ -56,7 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Messages that carry a secret or a private key get a redacting Debug by hand (src/api/redact.rs).
         .skip_debug(SECRET_MESSAGES)
         // Decode errors answer INVALID_ARGUMENT, and request counts are checked before a message is decoded.
-        .codec_path("crate::api::codec::KeymintCodec")
+        .codec_path("crate::api::grpc::codec::KeymintCodec")
         .build_client(true)
         .build_server(true)
         .include_file("keymint_protos.rs")

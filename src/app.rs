@@ -15,9 +15,9 @@ use tracing::{info, warn};
 
 use crate::{
     api::{
-        operations::Readiness,
+        http::operations::Readiness,
+        net::tls::{TlsCertificates, TlsError},
         server::{self, Operations, ServeError},
-        tls::{TlsCertificates, TlsError},
     },
     config::Config,
     crypto::pool::KeyPool,
@@ -137,7 +137,7 @@ impl Running {
     }
 
     /// What the port's TLS has done (handshakes and reloads, as `/metrics` reports them), when TLS is on.
-    pub fn tls_counts(&self) -> Option<&crate::api::tls::TlsCounts> {
+    pub fn tls_counts(&self) -> Option<&crate::api::net::tls::TlsCounts> {
         self.tls.as_deref().map(TlsCertificates::counts)
     }
 

@@ -5,7 +5,7 @@ use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    api::{server::Limits, tls::TlsFiles},
+    api::{net::tls::TlsFiles, server::Limits},
     crypto::{keygen::RsaBits, pool::PoolConfig},
     domain::{cidr::Cidr, client_address::TrustedProxies},
 };

@@ -6,7 +6,7 @@
 use std::sync::LazyLock;
 
 use http::Method;
-use keymint::api::rest::fuzzing::{Lookup, Routes, request};
+use keymint::api::http::rest::fuzzing::{Lookup, Routes, request};
 use libfuzzer_sys::fuzz_target;
 use prost_reflect::{DescriptorPool, DynamicMessage, ReflectMessage, prost::Message};
 

@@ -6,7 +6,7 @@
 use std::sync::LazyLock;
 
 use http::Method;
-use keymint::api::rest::fuzzing::{Lookup, Routes, Template, percent_decode};
+use keymint::api::http::rest::fuzzing::{Lookup, Routes, Template, percent_decode};
 use libfuzzer_sys::{arbitrary::Unstructured, fuzz_target};
 use prost_reflect::DescriptorPool;
 

@@ -139,7 +139,7 @@ pub fn too_large(length: usize, limit: usize) -> Status {
 }
 
 fn with_reason(code: Code, message: impl Into<String>, reason: &'static str) -> Status {
-    super::metrics::note_reason(reason);
+    crate::api::http::metrics::note_reason(reason);
     Status::with_error_details(
         code,
         message,

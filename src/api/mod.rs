@@ -3,29 +3,12 @@
 //! requests, authenticates, picks the organization, calls one use case, and maps its answer (errors in exactly one
 //! place: `error.rs`).
 
-pub mod admin;
-pub mod api_keys;
-mod auth;
-pub mod client_address;
-pub mod codec;
-mod connection;
-mod convert;
 pub mod error;
-pub mod ext_authz;
-mod framing;
-mod handshake;
-mod health;
-mod incoming;
-pub mod limits;
-pub mod management;
-pub mod metrics;
-pub mod oauth;
-pub mod operations;
-mod redact;
-pub mod rest;
+pub mod grpc;
+pub mod http;
+pub mod net;
 pub mod server;
 mod telemetry;
-pub mod tls;
 
 /// The code generated from proto/.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

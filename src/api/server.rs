@@ -14,17 +14,18 @@ use tower_http::cors::{Any, CorsLayer};
 
 use crate::{domain::client_address::TrustedProxies, service::Services};
 
-use super::{
-    admin::Admin,
-    api_keys::ApiKeys,
-    client_address::ClientAddressLayer,
-    ext_authz::ExtAuthz,
-    framing::{ContentTypeLayer, UnaryFramingLayer},
-    handshake::{HANDSHAKE_TIMEOUT, TlsIncoming},
-    incoming::Incoming,
-    management::Management,
-    metrics::Metrics,
-    operations::Readiness,
+use crate::api::{
+    grpc::admin::Admin,
+    grpc::api_keys::ApiKeys,
+    grpc::ext_authz::ExtAuthz,
+    grpc::management::Management,
+    http::metrics::Metrics,
+    http::operations::Readiness,
+    net::client_address::ClientAddressLayer,
+    net::framing::{ContentTypeLayer, UnaryFramingLayer},
+    net::handshake::{HANDSHAKE_TIMEOUT, TlsIncoming},
+    net::incoming::Incoming,
+    net::tls::TlsCertificates,
     pb::envoy::service::auth::v3::authorization_server::AuthorizationServer,
     pb::{
         self,
@@ -35,7 +36,6 @@ use super::{
         },
     },
     telemetry::{HttpLogLayer, RpcLogLayer},
-    tls::TlsCertificates,
 };
 
 /// Limits of the transport.
@@ -74,7 +74,7 @@ pub enum ServeError {
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("JSON routes: {0}")]
-    Rest(#[from] super::rest::RestError),
+    Rest(#[from] crate::api::http::rest::RestError),
     #[error("metrics: {0}")]
     Metrics(#[from] prost_reflect::DescriptorError),
 }
@@ -99,7 +99,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    super::health::follow_store(health, services.store().state(), operations.readiness.stopping()).await;
+    crate::api::grpc::health::follow_store(health, services.store().state(), operations.readiness.stopping())
+        .await;
     let metrics = if operations.metrics {
         let metrics = Metrics::new(&[pb::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET])?;
         Some(Arc::new(metrics.with_tls(tls.clone())))
@@ -149,18 +150,21 @@ pub async fn serve(
         .layer(RpcLogLayer::new(metrics.clone()))
         .layer(UnaryFramingLayer { max_message_bytes: limits.max_message_bytes })
         .service(grpc);
-    let grpc = super::rest::Grpc::new(grpc);
+    let grpc = crate::api::http::rest::Grpc::new(grpc);
     // The JSON routes call the same gRPC stack in-process, so they share its layers and handlers.
-    let transcoder =
-        Arc::new(super::rest::Transcoder::new(pb::FILE_DESCRIPTOR_SET, grpc, limits.max_message_bytes)?);
+    let transcoder = Arc::new(crate::api::http::rest::Transcoder::new(
+        pb::FILE_DESCRIPTOR_SET,
+        grpc,
+        limits.max_message_bytes,
+    )?);
     let http_log = HttpLogLayer::new(metrics.clone());
     // The one router: the OAuth and operations routes by path, then gRPC by content type or service path, then
     // JSON. The client's address is worked out before any of them (the JSON routes pass it on to their gRPC
     // call). Probes and scrapes are neither logged nor counted: they come every few seconds and say nothing.
-    let router = super::oauth::routes(services.clone())
+    let router = crate::api::http::oauth::routes(services.clone())
         .layer(http_log.clone())
-        .merge(super::operations::routes(services, operations.readiness, metrics))
-        .merge(super::rest::router(transcoder, http_log))
+        .merge(crate::api::http::operations::routes(services, operations.readiness, metrics))
+        .merge(crate::api::http::rest::router(transcoder, http_log))
         .layer(client_address);
 
     let server = Server::builder()

@@ -13,9 +13,9 @@ use std::{
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::{
-    client_address::ClientAddress,
-    metrics::{self, MethodIndex, Metrics},
+use crate::api::{
+    http::metrics::{self, MethodIndex, Metrics},
+    net::client_address::ClientAddress,
 };
 
 #[derive(Debug, Clone, Default)]

@@ -7,7 +7,7 @@ use std::{hint::black_box, sync::Arc, time::Duration};
 
 use keymint::{
     api::{
-        metrics::Metrics,
+        http::metrics::Metrics,
         pb::{self, keymint::management::v1::management_service_client::ManagementServiceClient},
     },
     app::{self, Running},

@@ -22,7 +22,7 @@ use crate::{
     },
 };
 
-use super::{
+use crate::api::{
     error,
     pb::{
         envoy::{

@@ -4,7 +4,7 @@
 use http::Method;
 use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, MethodDescriptor, Value};
 
-use super::template::Template;
+use crate::api::http::rest::template::Template;
 
 /// Where the request message comes from besides the path.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ impl Route {
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
     #[error("{rpc}: {source}")]
-    Template { rpc: String, source: super::template::TemplateError },
+    Template { rpc: String, source: crate::api::http::rest::template::TemplateError },
     #[error("{rpc}: {why}")]
     Invalid { rpc: String, why: String },
 }
@@ -147,7 +147,7 @@ fn add_rule(
             .map_err(|source| RuleError::Template { rpc: rpc.full_name().to_owned(), source })?;
         let input = rpc.input();
         for variable in &template.variables {
-            super::transcode::resolve(&input, &variable.field_path)
+            crate::api::http::rest::transcode::resolve(&input, &variable.field_path)
                 .map_err(|why| invalid(format!("path variable {}: {why}", variable.field_path)))?;
         }
         let body = match text("body").as_deref() {

@@ -8,7 +8,7 @@ use crate::{
     store::RowDetails,
 };
 
-use super::pb::keymint::v1::{ListDetails, ObjectDetails};
+use crate::api::pb::keymint::v1::{ListDetails, ObjectDetails};
 
 pub fn timestamp(t: Timestamp) -> PbTimestamp {
     let (seconds, nanos) = t.to_seconds_nanos();

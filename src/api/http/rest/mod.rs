@@ -27,15 +27,15 @@ use tower_http::cors::{Any, CorsLayer};
 
 pub use self::call::Grpc;
 use self::rules::{Lookup, Routes};
-use super::{error, telemetry::HttpLogLayer};
+use crate::api::{error, telemetry::HttpLogLayer};
 
 /// The route table, path templates and request decoding, public only for the fuzz targets in `fuzz/`: they are
 /// the parsers of the JSON side that face the internet, and otherwise private to this module.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use super::rules::{Lookup, Routes};
-    pub use super::template::{Template, percent_decode};
-    pub use super::transcode::request;
+    pub use crate::api::http::rest::rules::{Lookup, Routes};
+    pub use crate::api::http::rest::template::{Template, percent_decode};
+    pub use crate::api::http::rest::transcode::request;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -21,7 +21,7 @@ use crate::service::{
 };
 
 use self::form::Form;
-use super::error::oauth_error;
+use crate::api::error::oauth_error;
 
 /// The largest form body: an assertion is at most 8 KiB, and nothing else in a request is large.
 const MAX_FORM_BYTES: usize = 64 * 1024;

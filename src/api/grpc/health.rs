@@ -8,7 +8,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::store::StoreState;
 
-use super::pb::{
+use crate::api::pb::{
     envoy::service::auth::v3::authorization_server::AuthorizationServer,
     keymint::{
         admin::v1::admin_service_server::AdminServiceServer,
@@ -19,10 +19,10 @@ use super::pb::{
 
 /// Every keymint service needs the store for most of its calls (ext_authz for keys not yet in memory).
 const STORE_BOUND: [&str; 4] = [
-    <AdminServiceServer<super::admin::Admin> as NamedService>::NAME,
-    <ManagementServiceServer<super::management::Management> as NamedService>::NAME,
-    <ApiKeyServiceServer<super::api_keys::ApiKeys> as NamedService>::NAME,
-    <AuthorizationServer<super::ext_authz::ExtAuthz> as NamedService>::NAME,
+    <AdminServiceServer<crate::api::grpc::admin::Admin> as NamedService>::NAME,
+    <ManagementServiceServer<crate::api::grpc::management::Management> as NamedService>::NAME,
+    <ApiKeyServiceServer<crate::api::grpc::api_keys::ApiKeys> as NamedService>::NAME,
+    <AuthorizationServer<crate::api::grpc::ext_authz::ExtAuthz> as NamedService>::NAME,
 ];
 
 /// Reports the store's state now, before the server answers its first check, and then on every change in the

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use tonic::{Status, body::Body};
 use tower::{Layer, Service};
 
-use super::error;
+use crate::api::error;
 
 /// The gRPC message header: a flags byte and a 4-byte big-endian length.
 const HEADER_LEN: usize = 5;

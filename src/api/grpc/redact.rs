@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::pb::keymint::{
+use crate::api::pb::keymint::{
     apikeys::v1::{CreateApiKeyResponse, RollApiKeyResponse, VerifyApiKeyRequest},
     management::v1::{AddAppKeyRequest, AddAppKeyResponse},
 };
@@ -70,7 +70,7 @@ impl fmt::Debug for AddAppKeyRequest {
 
 /// Envoy's view of a request: header names are shown, values and the query never (`authorization` and
 /// `x-api-key` carry secrets, and others may).
-impl fmt::Debug for super::pb::envoy::service::auth::v3::attribute_context::HttpRequest {
+impl fmt::Debug for crate::api::pb::envoy::service::auth::v3::attribute_context::HttpRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut names: Vec<&String> = self.headers.keys().collect();
         names.sort();

@@ -6,9 +6,10 @@ use tonic::{Request, Response, Status};
 
 use crate::{domain::principal::Scope, service::Services, store::OrgRow};
 
-use super::{
-    auth, convert,
+use crate::api::{
     error::IntoStatus,
+    grpc::auth,
+    grpc::convert,
     pb::keymint::admin::v1::{
         AddOrgRequest, AddOrgResponse, GetOrgByIdRequest, GetOrgByIdResponse, ListOrgsRequest,
         ListOrgsResponse, Org, admin_service_server::AdminService,

@@ -12,7 +12,7 @@ use prost_reflect::DescriptorPool;
 use tonic::Code;
 
 use crate::{
-    api::tls::{TlsCertificates, TlsCounts},
+    api::net::tls::{TlsCertificates, TlsCounts},
     crypto::pool::KeyPool,
     service::{
         Services,

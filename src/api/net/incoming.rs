@@ -15,7 +15,7 @@ use std::{
 
 use tokio::{net::TcpListener, time::Sleep};
 
-use super::connection::Connection;
+use crate::api::net::connection::Connection;
 
 /// The connections a listener accepts, for tonic's `serve_with_incoming_shutdown`. It never yields an error:
 /// it handles them itself.

@@ -22,7 +22,7 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use super::{connection::Connection, incoming::Incoming, tls::TlsCertificates};
+use crate::api::{net::connection::Connection, net::incoming::Incoming, net::tls::TlsCertificates};
 
 /// How long a client may take to finish its handshake before its connection is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

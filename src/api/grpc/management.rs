@@ -16,9 +16,10 @@ use crate::{
     store::{AppKeyRow, AppRow, EventRange, ProjectRow, RecordedEvent},
 };
 
-use super::{
-    auth, convert,
+use crate::api::{
     error::{IntoStatus, status},
+    grpc::auth,
+    grpc::convert,
     pb::keymint::management::v1::{
         AddApiAppRequest, AddApiAppResponse, AddAppKeyRequest, AddAppKeyResponse, AddProjectRequest,
         AddProjectResponse, App, Change, GetAppByIdRequest, GetAppByIdResponse, GetAppKeyRequest,

@@ -13,9 +13,9 @@ use tonic_prost::ProstEncoder;
 
 use crate::domain::validate::Violations;
 
-use super::{
+use crate::api::{
     error,
-    limits::{self, Bounded},
+    net::limits::{self, Bounded},
 };
 
 /// Named by build.rs (`codec_path`) for every keymint service, server and client.

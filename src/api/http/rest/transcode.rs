@@ -9,7 +9,7 @@ use prost_reflect::{
 };
 use serde_json::{Map, Value};
 
-use super::rules::{BodyRule, Route};
+use crate::api::http::rest::rules::{BodyRule, Route};
 
 /// Why a request could not become a message; said to the caller as INVALID_ARGUMENT.
 #[derive(Debug, thiserror::Error)]
@@ -234,7 +234,7 @@ mod tests {
     use prost_reflect::DescriptorPool;
 
     use super::*;
-    use crate::api::rest::rules::{Lookup, Routes};
+    use crate::api::http::rest::rules::{Lookup, Routes};
 
     fn routes() -> Routes {
         let pool = DescriptorPool::decode(crate::api::pb::FILE_DESCRIPTOR_SET).unwrap();

@@ -19,9 +19,10 @@ use crate::{
     store::{EventRange, RecordedEvent},
 };
 
-use super::{
-    auth, convert,
+use crate::api::{
     error::{IntoStatus, status},
+    grpc::auth,
+    grpc::convert,
     pb::keymint::apikeys::v1::{
         ApiKey, ApiKeyChange, CreateApiKeyRequest, CreateApiKeyResponse, DeleteApiKeyRequest,
         DeleteApiKeyResponse, Environment, GetApiKeyRequest, GetApiKeyResponse, ListApiKeyChangesRequest,
@@ -282,7 +283,7 @@ fn environment(env: DomainEnvironment) -> Environment {
 fn issued_parts(
     issued: Issued,
     org_id: &str,
-) -> (Option<ApiKey>, Option<super::pb::keymint::v1::ObjectDetails>, String) {
+) -> (Option<ApiKey>, Option<crate::api::pb::keymint::v1::ObjectDetails>, String) {
     let details = convert::written(issued.written, org_id);
     // The response owns a copy of the secret; the service's copy is wiped when `issued` drops.
     let secret = issued.secret.to_string();

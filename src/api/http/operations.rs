@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::{crypto::pool::KeyPool, service::Services, store::StoreState};
 
-use super::metrics::Metrics;
+use crate::api::http::metrics::Metrics;
 
 /// Whether this server should be sent calls: the store answers, every key pool has made its first key, and it is
 /// not shutting down.

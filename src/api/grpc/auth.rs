@@ -8,7 +8,7 @@ use crate::{
     service::{Caller, Error, Services},
 };
 
-use super::error::IntoStatus;
+use crate::api::error::IntoStatus;
 
 /// The header that picks the organization a call acts in.
 pub const ORG_HEADER: &str = "x-org-id";
@@ -22,7 +22,7 @@ pub async fn principal<T>(
     scope: Scope,
 ) -> Result<Principal, Status> {
     let header = request.metadata().get("authorization").ok_or_else(|| {
-        super::error::status(Error::Unauthenticated(
+        crate::api::error::status(Error::Unauthenticated(
             "missing credential: send `authorization: Bearer <token>`",
         ))
     })?;
@@ -33,10 +33,12 @@ pub async fn principal<T>(
         .map(str::trim)
         .filter(|token| !token.is_empty())
         .ok_or_else(|| {
-            super::error::status(Error::Unauthenticated("the authorization header must be `Bearer <token>`"))
+            crate::api::error::status(Error::Unauthenticated(
+                "the authorization header must be `Bearer <token>`",
+            ))
         })?;
     // Behind a trusted proxy, the address it forwarded: what the key's network rules are about.
-    let client_ip = super::client_address::of(request);
+    let client_ip = crate::api::net::client_address::of(request);
     let principal = services.authenticate(token, client_ip).await.or_status()?;
     principal.require(scope).or_status()?;
     Ok(principal)

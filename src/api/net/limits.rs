@@ -10,7 +10,7 @@ use crate::domain::{
     validate::Violations,
 };
 
-use super::pb::keymint::{
+use crate::api::pb::keymint::{
     apikeys::v1::{CreateApiKeyRequest, UpdateApiKeyRequest, VerifyApiKeyRequest},
     management::v1::{AddApiAppRequest, UpdateApiAppRequest},
 };

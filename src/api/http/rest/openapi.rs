@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value, json};
 
-use super::{
+use crate::api::http::rest::{
     rules::{BodyRule, Route, Routes},
     transcode::{is_scalar_like, json_path, resolve},
 };
