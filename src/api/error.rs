@@ -56,7 +56,8 @@ pub fn oauth_error(error: Error) -> (StatusCode, Value) {
     match error {
         Error::OAuth(e) => {
             let status = match e.code {
-                crate::domain::oauth::ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+                crate::domain::oauth::ErrorCode::InvalidClient
+                | crate::domain::oauth::ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
                 _ => StatusCode::BAD_REQUEST,
             };
             (status, body(e.code.as_str(), &e.description))

@@ -20,7 +20,7 @@ use keymint::{
             api_key_service_client::ApiKeyServiceClient,
         },
         management::v1::{
-            AddApiAppRequest, AddAppKeyRequest, AddProjectRequest, GetAppKeyRequest, KeyType,
+            AddApiAppRequest, AddAppKeyRequest, AddProjectRequest, GetAppKeyRequest, KeyType, KeyView,
             ListAppKeysRequest, management_service_client::ManagementServiceClient,
         },
         v1::ListQuery,
@@ -369,7 +369,8 @@ async fn run(args: Args) -> BenchResult<u64> {
             wait_for_full_pool(&running).await;
             for mut figures in [
                 get_app_key(lane, &target, &key_ids, level, seconds).await,
-                list_app_keys(lane, &target, level, seconds).await,
+                list_app_keys(lane, &target, KeyView::Basic, level, seconds).await,
+                list_app_keys(lane, &target, KeyView::Full, level, seconds).await,
             ] {
                 figures.extra.insert("ratio_to_health", figures.per_second() / health.per_second());
                 figures.print();
@@ -798,32 +799,49 @@ async fn get_app_key(
         // Spread the reads over all keys (a multiplicative hash of the call number).
         let key_id = key_ids[(n.wrapping_mul(2_654_435_761) % key_ids.len() as u64) as usize].clone();
         let (project_id, app_id) = (target.project_id.clone(), target.app_id.clone());
-        let request = target.req(GetAppKeyRequest { project_id, app_id, key_id });
+        let request = target.req(GetAppKeyRequest { project_id, app_id, key_id, view: KeyView::Full as i32 });
         async move { client.get_app_key(request).await.is_ok() }
     })
     .await
 }
 
+/// Pages of 100 keys in `view`: `list-app-keys` (KEY_VIEW_BASIC, the default) or `list-app-keys-full` (with each
+/// public key, PEM and JWK), which also reports the answers' size in MB/s (protobuf-encoded).
 async fn list_app_keys(
     channels: &[Channel],
     target: &Target,
+    view: KeyView,
     concurrency: usize,
     duration: Duration,
 ) -> Figures {
     let clients: Vec<_> = channels.iter().map(|c| ManagementServiceClient::new(c.clone())).collect();
     let target = target.clone();
-    load("list-app-keys", concurrency, duration, move |worker, _| {
+    let bytes = Arc::new(AtomicU64::new(0));
+    let counted = bytes.clone();
+    let name = if view == KeyView::Full { "list-app-keys-full" } else { "list-app-keys" };
+    let mut figures = load(name, concurrency, duration, move |worker, _| {
         let mut client = clients[worker % clients.len()].clone();
         let request = target.req(ListAppKeysRequest {
             query: Some(ListQuery { offset: 0, limit: 100, asc: false }),
             app_id: target.app_id.clone(),
             project_id: target.project_id.clone(),
+            view: view as i32,
         });
+        let counted = counted.clone();
         async move {
-            client.list_app_keys(request).await.map(|r| r.into_inner().result.len() == 100).unwrap_or(false)
+            let Ok(page) = client.list_app_keys(request).await.map(tonic::Response::into_inner) else {
+                return false;
+            };
+            counted.fetch_add(prost::Message::encoded_len(&page) as u64, Ordering::Relaxed);
+            page.result.len() == 100
         }
     })
-    .await
+    .await;
+    if view == KeyView::Full {
+        let megabytes = bytes.load(Ordering::Relaxed) as f64 / 1e6;
+        figures.extra.insert("mb_per_second", megabytes / figures.seconds);
+    }
+    figures
 }
 
 /// Issues `n` LIVE API keys with a scope and a network restriction, so that verify runs every check.

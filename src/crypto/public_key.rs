@@ -44,7 +44,9 @@ pub const RSA_MAX_BITS: u32 = 8192;
 
 const RSA_ALGORITHMS: &[&str] = &["RS256", "PS256"];
 const ES256_ALGORITHMS: &[&str] = &["ES256"];
-const EDDSA_ALGORITHMS: &[&str] = &["EdDSA"];
+/// RFC 9864 deprecates the polymorphic `EdDSA` for the fully-specified `Ed25519`, which current JOSE libraries
+/// (panva's jose 6, oauth4webapi 3) sign with; older ones still send `EdDSA`. Both name the same signature here.
+const EDDSA_ALGORITHMS: &[&str] = &["EdDSA", "Ed25519"];
 
 /// The kind of key: it decides which JWS algorithms the key verifies and the shape of its JWK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +221,8 @@ impl PublicKey {
         }
     }
 
-    /// JWS `alg` values this key verifies: ["RS256","PS256"] for RSA, ["ES256"] for P-256, ["EdDSA"] for Ed25519.
+    /// JWS `alg` values this key verifies: ["RS256","PS256"] for RSA, ["ES256"] for P-256, ["EdDSA","Ed25519"] for
+    /// Ed25519.
     pub fn jws_algorithms(&self) -> &'static [&'static str] {
         self.material.jws_algorithms()
     }
@@ -237,7 +240,8 @@ impl PublicKey {
         key.verify_sig(signing_input, signature).map_err(|_| CryptoError("the JWS signature does not verify"))
     }
 
-    /// The public JWK (RFC 7517/7518/8037): kty, kid, alg where one alg fits, use "sig", and n/e, crv/x/y or crv/x.
+    /// The public JWK (RFC 7517/7518/8037): kty, kid, alg where one alg fits (ES256 keys), use "sig", and n/e,
+    /// crv/x/y or crv/x.
     pub fn to_jwk(&self, kid: &str) -> Value {
         self.material.to_jwk(kid)
     }
@@ -336,8 +340,9 @@ impl Material {
             Material::EcP256 { x, y } => json!({
                 "kty": "EC", "kid": kid, "use": "sig", "alg": "ES256", "crv": "P-256", "x": b64(x), "y": b64(y),
             }),
+            // EdDSA and Ed25519 (RFC 9864) both name its signature, so `alg` is left out as for RSA.
             Material::Ed25519 { x } => json!({
-                "kty": "OKP", "kid": kid, "use": "sig", "alg": "EdDSA", "crv": "Ed25519", "x": b64(x),
+                "kty": "OKP", "kid": kid, "use": "sig", "crv": "Ed25519", "x": b64(x),
             }),
         }
     }
@@ -349,7 +354,7 @@ fn verification_algorithm(jws_alg: &str) -> Option<&'static dyn VerificationAlgo
         // RFC 7518 §3.5: the salt is as long as the hash, which is aws-lc-rs's default.
         "PS256" => Some(&signature::RSA_PSS_2048_8192_SHA256),
         "ES256" => Some(&signature::ECDSA_P256_SHA256_FIXED),
-        "EdDSA" => Some(&signature::ED25519),
+        "EdDSA" | "Ed25519" => Some(&signature::ED25519),
         _ => None,
     }
 }
@@ -596,10 +601,14 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEf83OJ3D2xF1Bg8vub9tLe1gHMzV7
         let signature =
             b64url("hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg");
         key.verify("EdDSA", input.as_bytes(), &signature).unwrap();
+        // RFC 9864's fully-specified name for the same signature.
+        key.verify("Ed25519", input.as_bytes(), &signature).unwrap();
+        assert!(key.verify("Ed448", input.as_bytes(), &signature).is_err());
+        assert_eq!(key.jws_algorithms(), ["EdDSA", "Ed25519"]);
         assert_eq!(
             key.to_jwk("k2"),
             json!({
-                "kty": "OKP", "kid": "k2", "use": "sig", "alg": "EdDSA", "crv": "Ed25519",
+                "kty": "OKP", "kid": "k2", "use": "sig", "crv": "Ed25519",
                 "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
             })
         );
@@ -765,6 +774,9 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEf83OJ3D2xF1Bg8vub9tLe1gHMzV7
         };
         assert!(jwk_refusal(&ed(r#","use":"enc""#)).contains("sig"));
         assert!(jwk_refusal(&ed(r#","alg":"ES256""#)).contains("alg"));
+        for alg in ["EdDSA", "Ed25519"] {
+            assert!(PublicKey::from_supplied(&ed(&format!(r#","alg":"{alg}""#))).is_ok(), "{alg}");
+        }
         // A point off the curve.
         let off = r#"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
             "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5aA"}"#;

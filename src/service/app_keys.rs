@@ -14,10 +14,10 @@ use crate::{
         app::{self, NewKey},
         events::{KeyAlgorithm, KeyType},
     },
-    store::AppKeyRow,
+    store::{AppKeyRow, Page},
 };
 
-use super::{Caller, ListView, Result, Services, Written, apps::app_target, page};
+use super::{Caller, ListView, Result, Services, Written, apps::app_target};
 
 /// Where a new key comes from. No Debug: a caller may send a private key as `public_key` by mistake.
 pub enum KeySpec {
@@ -122,18 +122,18 @@ impl Services {
         Ok(key)
     }
 
+    /// A page of an application's keys (see `service::page`), with each key's public key or without
+    /// (KEY_VIEW_BASIC, where the store does not even read it).
     pub async fn app_keys(
         &self,
         caller: &Caller,
         project_id: &str,
         app_id: &str,
-        offset: u64,
-        limit: u32,
-        asc: bool,
+        page: Page,
+        public_key: bool,
     ) -> Result<ListView<AppKeyRow>> {
-        let page = page(offset, limit, asc)?;
         self.app(caller, project_id, app_id).await?;
-        let listed = self.store.app_keys(&caller.org_id, project_id, app_id, page).await?;
+        let listed = self.store.app_keys(&caller.org_id, project_id, app_id, page, public_key).await?;
         self.list_view(listed).await
     }
 

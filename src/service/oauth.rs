@@ -39,6 +39,9 @@ pub const REVOKE_PATH: &str = "/oauth/v2/revoke";
 pub const KEYS_PATH: &str = "/oauth/v2/keys";
 /// The `typ` of keymint's access tokens (RFC 9068).
 const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// The scope of an access token that authorizes introspection calls in place of a client assertion
+/// (`Authorization: Bearer`, RFC 7662 §2.1).
+pub const INTROSPECT_SCOPE: &str = "tokens:introspect";
 
 /// The settings of the OAuth endpoints.
 #[derive(Debug, Clone)]
@@ -91,15 +94,17 @@ pub struct IssuedToken {
     pub scope: String,
 }
 
-/// An application that proved who it is.
+/// An application that proved who it is: by a client assertion, or by an access token it holds.
 #[derive(Debug, Clone)]
 pub struct AuthenticatedClient {
-    pub app: AppRow,
+    pub app: Arc<AppRow>,
 }
 
 /// An access token that is active: who it was issued to, and what it may do.
 #[derive(Debug, Clone)]
 pub struct ActiveToken {
+    /// The application it was issued to.
+    pub app: Arc<AppRow>,
     /// The application's client ID (`<app id>@<project name>`).
     pub client_id: String,
     /// The application's organization.
@@ -168,8 +173,12 @@ impl Services {
     pub fn oauth_metadata(&self) -> Value {
         let issuer = self.oauth_settings().issuer;
         let auth_methods = json!(["private_key_jwt"]);
-        // What application keys verify (crypto/public_key.rs): RSA, EC P-256 and Ed25519 keys.
-        let auth_algs = json!(["RS256", "PS256", "ES256", "EdDSA"]);
+        // RFC 8414 §2 lets this list name access token types too: introspection also takes an access token with
+        // the scope tokens:introspect (RFC 7662 §2.1).
+        let introspection_auth_methods = json!(["private_key_jwt", "Bearer"]);
+        // What application keys verify (crypto/public_key.rs): RSA, EC P-256 and Ed25519 keys, the last by both
+        // its names (RFC 9864's Ed25519, and EdDSA).
+        let auth_algs = json!(["RS256", "PS256", "ES256", "EdDSA", "Ed25519"]);
         json!({
             "issuer": issuer,
             "token_endpoint": self.endpoint(TOKEN_PATH),
@@ -180,7 +189,7 @@ impl Services {
             "response_types_supported": [],
             "token_endpoint_auth_methods_supported": auth_methods,
             "token_endpoint_auth_signing_alg_values_supported": auth_algs,
-            "introspection_endpoint_auth_methods_supported": auth_methods,
+            "introspection_endpoint_auth_methods_supported": introspection_auth_methods,
             "introspection_endpoint_auth_signing_alg_values_supported": auth_algs,
             "revocation_endpoint_auth_methods_supported": auth_methods,
             "revocation_endpoint_auth_signing_alg_values_supported": auth_algs,
@@ -303,13 +312,37 @@ impl Services {
         Ok(AuthenticatedClient { app })
     }
 
+    /// Authorizes a call by an access token (`Authorization: Bearer`, RFC 6750) in place of a client assertion: the
+    /// token must be active, as introspection decides it (its signature verified once and remembered; its
+    /// revocation and its application checked on every call), and carry `scope`. The client is the application the
+    /// token was issued to. Refusals are `invalid_token`, with no word of the token itself.
+    pub async fn authorize_bearer(&self, token: &str, scope: &str) -> Result<AuthenticatedClient> {
+        let Some(active) = self.active_access_token(token).await? else {
+            return Err(oauth(
+                ErrorCode::InvalidToken,
+                "the bearer token is not an active keymint access token: it expired, was revoked, its application \
+                 was removed, or keymint did not issue it",
+            ));
+        };
+        if !active.scopes.iter().any(|granted| granted == scope) {
+            return Err(oauth(
+                ErrorCode::InvalidToken,
+                format!(
+                    "the bearer token lacks the scope {scope}: ask the token endpoint for it (scope={scope})"
+                ),
+            ));
+        }
+        tracing::Span::current().record("org", active.org_id.as_str());
+        Ok(AuthenticatedClient { app: active.app })
+    }
+
     /// Checks an application's assertion by every rule (see domain/assertion) and uses up its `jti`. The outer
     /// error is the store's; the inner one says why the assertion was refused.
     async fn verify_assertion(
         &self,
         assertion: &str,
         endpoint_url: &str,
-    ) -> Result<Result<(AppRow, Claims), AssertionError>> {
+    ) -> Result<Result<(Arc<AppRow>, Claims), AssertionError>> {
         if let Err(refused) = assertion::check_size(assertion) {
             return Ok(Err(refused));
         }
@@ -360,7 +393,7 @@ impl Services {
         if !self.used_assertions.call(&self.store, used).await? {
             return Ok(Err(AssertionError::Replayed));
         }
-        Ok(Ok(((*app).clone(), claims)))
+        Ok(Ok((app, claims)))
     }
 
     /// A live application by ID, from memory when it was read before and nothing has changed it since.
@@ -475,6 +508,7 @@ impl Services {
         Ok(Some(ActiveToken {
             scopes: scopes.split_whitespace().map(str::to_owned).collect(),
             org_id: app.details.org_id.clone(),
+            app,
             client_id: verified.client_id,
             claims: verified.claims,
         }))

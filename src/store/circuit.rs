@@ -195,8 +195,9 @@ impl EventStore for Guarded {
         project_id: &str,
         app_id: &str,
         page: Page,
+        public_key: bool,
     ) -> Result<Listed<AppKeyRow>> {
-        self.guard(self.inner.app_keys(org_id, project_id, app_id, page)).await
+        self.guard(self.inner.app_keys(org_id, project_id, app_id, page, public_key)).await
     }
     async fn public_key(&self, app_id: &str, key_id: &str) -> Result<Option<String>> {
         self.guard(self.inner.public_key(app_id, key_id)).await

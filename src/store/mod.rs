@@ -234,7 +234,7 @@ pub struct AppKeyRow {
     pub app_id: String,
     pub key_type: i32,
     pub expires_at: i64,
-    /// SubjectPublicKeyInfo PEM.
+    /// SubjectPublicKeyInfo PEM; empty in a page listed without it.
     pub public_key: String,
     /// The API's KeyAlgorithm number.
     pub algorithm: i32,
@@ -424,6 +424,7 @@ pub trait EventStore: Send + Sync + 'static {
         project_id: &str,
         app_id: &str,
         page: Page,
+        public_key: bool,
     ) -> Result<Listed<AppKeyRow>>;
     /// The SubjectPublicKeyInfo PEM of a live application key: what verifies tokens signed with it.
     async fn public_key(&self, app_id: &str, key_id: &str) -> Result<Option<String>>;

@@ -76,6 +76,7 @@ async fn issue_read_list_remove_and_audit_a_key(db: Db) {
             project_id: project_id.clone(),
             app_id: app_id.clone(),
             key_id: key_id.clone(),
+            ..Default::default()
         }))
         .await
         .expect("get key")
@@ -99,6 +100,7 @@ async fn issue_read_list_remove_and_audit_a_key(db: Db) {
             query: Some(ListQuery { offset, limit, asc }),
             app_id: app_id.clone(),
             project_id: project_id.clone(),
+            ..Default::default()
         })
     };
     let newest_first = client.list_app_keys(list(0, 0, false)).await.expect("list").into_inner();
@@ -121,8 +123,12 @@ async fn issue_read_list_remove_and_audit_a_key(db: Db) {
     };
     let removed = client.remove_app_key(server.req(remove())).await.expect("remove").into_inner();
     assert_eq!(removed.details.expect("details").sequence, 5);
-    let get =
-        GetAppKeyRequest { project_id: project_id.clone(), app_id: app_id.clone(), key_id: key_id.clone() };
+    let get = GetAppKeyRequest {
+        project_id: project_id.clone(),
+        app_id: app_id.clone(),
+        key_id: key_id.clone(),
+        ..Default::default()
+    };
     let gone = client.get_app_key(server.req(get)).await.expect_err("removed key");
     assert_eq!(gone.code(), Code::NotFound);
     let listed = client.list_app_keys(list(0, 0, true)).await.expect("list").into_inner();
@@ -203,14 +209,15 @@ async fn assert_key_and_app_gone(server: &TestServer, project_id: &str, app_id: 
             project_id: project_id.into(),
             app_id: app_id.into(),
             key_id: key_id.into(),
+            ..Default::default()
         }))
         .await;
     assert_eq!(key.expect_err("key gone").code(), Code::NotFound);
     let keys = client
         .list_app_keys(server.req(ListAppKeysRequest {
-            query: None,
             app_id: app_id.into(),
             project_id: project_id.into(),
+            ..Default::default()
         }))
         .await;
     assert_eq!(keys.expect_err("app gone").code(), Code::NotFound);
@@ -246,7 +253,11 @@ async fn twenty_concurrent_keys_get_sequences_2_to_21(db: Db) {
 
     let mut client = server.management().await;
     let listed = client
-        .list_app_keys(server.req(ListAppKeysRequest { query: None, app_id: app_id.clone(), project_id }))
+        .list_app_keys(server.req(ListAppKeysRequest {
+            app_id: app_id.clone(),
+            project_id,
+            ..Default::default()
+        }))
         .await
         .expect("list")
         .into_inner();
@@ -271,6 +282,7 @@ async fn a_removal_on_one_process_reaches_the_other_within_a_second() {
         project_id: project_id.clone(),
         app_id: app_id.clone(),
         key_id: key_id.clone(),
+        ..Default::default()
     };
 
     // The second process reads the key (and keeps it in memory).

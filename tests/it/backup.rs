@@ -84,6 +84,7 @@ async fn backup_and_restore(db: Db) {
         project_id: before.project_id.clone(),
         app_id: before.app_id.clone(),
         key_id: before.app_key_id.clone(),
+        ..Default::default()
     };
     management.get_app_key(with_token(key, &token)).await.expect("the application key is back");
     let missing = management.get_project_by_id(with_token(GetProjectByIdRequest { id: later }, &token)).await;

@@ -106,7 +106,7 @@ async fn check_created(server: &TestServer, created: &Created) {
         .list_app_keys(server.req(ListAppKeysRequest {
             project_id: project.id.clone(),
             app_id: app.id.clone(),
-            query: None,
+            ..Default::default()
         }))
         .await
         .expect("list keys")

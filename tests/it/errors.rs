@@ -70,6 +70,7 @@ async fn invalid_input_is_refused_with_field_violations(db: Db) {
             query: Some(ListQuery { offset: 0, limit: 1001, asc: false }),
             app_id: app_id.clone(),
             project_id: project_id.clone(),
+            ..Default::default()
         }))
         .await
         .expect_err("limit above 1000");
@@ -127,6 +128,7 @@ async fn missing_objects_and_taken_names(db: Db) {
             project_id: project_id.clone(),
             app_id: app_id.clone(),
             key_id: "404".into(),
+            ..Default::default()
         }))
         .await
         .expect_err("missing key");

@@ -17,8 +17,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk:
 use keymint::api::pb::keymint::{
     apikeys::v1::CreateApiKeyRequest,
     management::v1::{
-        AddApiAppRequest, AddAppKeyRequest, GetAppByIdRequest, RemoveAppKeyRequest, RemoveAppRequest,
-        UpdateApiAppRequest,
+        AddApiAppRequest, AddAppKeyRequest, GetAppByIdRequest, GetAppKeyRequest, KeyAlgorithm,
+        RemoveAppKeyRequest, RemoveAppRequest, UpdateApiAppRequest,
     },
 };
 use serde_json::{Value, json};
@@ -77,12 +77,23 @@ impl Http {
         path: &str,
         params: &[(&str, &str)],
     ) -> (u16, Value, http::HeaderMap) {
+        self.post_authorized(path, params, None).await
+    }
+
+    /// A form POST with an `authorization` header when one is given; the answer's headers too.
+    pub async fn post_authorized(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+        authorization: Option<&str>,
+    ) -> (u16, Value, http::HeaderMap) {
         let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
-        let request = http::Request::post(format!("{}{path}", self.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from(body)))
-            .expect("request");
-        self.send(request).await
+        let mut request = http::Request::post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        self.send(request.body(Full::new(Bytes::from(body))).expect("request")).await
     }
 }
 
@@ -247,11 +258,13 @@ async fn discovery(db: Db) {
             assert_eq!(meta["jwks_uri"], format!("{base}/oauth/v2/keys"));
             assert_eq!(meta["grant_types_supported"], json!(["client_credentials", JWT_BEARER]));
             assert_eq!(meta["token_endpoint_auth_methods_supported"], json!(["private_key_jwt"]));
-            assert!(
-                meta["token_endpoint_auth_signing_alg_values_supported"]
-                    .as_array()
-                    .is_some_and(|a| a.contains(&json!("RS256")))
-            );
+            for endpoint in ["token", "introspection", "revocation"] {
+                assert_eq!(
+                    meta[format!("{endpoint}_endpoint_auth_signing_alg_values_supported")],
+                    json!(["RS256", "PS256", "ES256", "EdDSA", "Ed25519"]),
+                    "{endpoint}: Ed25519 keys by both their names (RFC 9864)"
+                );
+            }
             assert!(meta["scopes_supported"].is_array());
         }
         let (status, jwks) = http.get("/oauth/v2/keys").await;
@@ -639,6 +652,164 @@ async fn introspection_and_revocation(db: Db) {
     let http = Http::http1(&server);
     assert_eq!(introspect(&http, &server, &key, &revoked, &[]).await, json!({"active": false}));
     assert_eq!(introspect(&http, &server, &key, &access, &[]).await["active"], true);
+    server.stop().await;
+}
+
+on_both_databases!(introspection_authorized_by_a_bearer_token_with_its_scope, bearer_introspection);
+async fn bearer_introspection(db: Db) {
+    let server = TestServer::start(db.clone()).await;
+    let http = Http::h2c(&server);
+    let resource_server = app_with_key(&server, "billing", &["invoices:read", "tokens:introspect"]).await;
+    let token_with = |scope: &'static str| {
+        let (http, server, key) = (&http, &server, &resource_server);
+        async move {
+            let (status, answer) = token(http, server, key, &[("scope", scope)]).await;
+            assert_eq!(status, 200, "{answer}");
+            answer["access_token"].as_str().expect("token").to_owned()
+        }
+    };
+    let bearer = token_with("tokens:introspect").await;
+    let access = token_with("invoices:read").await;
+    let introspect_as = |authorization: String, token: String| {
+        let http = &http;
+        async move {
+            let params = [("token", token.as_str())];
+            http.post_authorized("/oauth/v2/introspect", &params, Some(&authorization)).await
+        }
+    };
+
+    // The metadata says so (RFC 8414 §2 lets the list name an access token type).
+    let (_, metadata) = http.get("/.well-known/oauth-authorization-server").await;
+    assert_eq!(
+        metadata["introspection_endpoint_auth_methods_supported"],
+        json!(["private_key_jwt", "Bearer"])
+    );
+
+    // An access token of the caller's project, and an API key of its organization: active, as with an assertion.
+    let (status, active, _) = introspect_as(format!("Bearer {bearer}"), access.clone()).await;
+    assert_eq!(
+        (status, &active["active"], &active["client_id"]),
+        (200, &json!(true), &json!(resource_server.client_id))
+    );
+    assert_eq!(active["scope"], "invoices:read");
+    assert_eq!(
+        active,
+        introspect(&http, &server, &resource_server, &access, &[]).await,
+        "same answer either way"
+    );
+    // The scheme is case-insensitive (RFC 7235 §2.1), and the bearer may introspect itself.
+    let (_, own, _) = introspect_as(format!("bearer {bearer}"), bearer.clone()).await;
+    assert_eq!(own["scope"], "tokens:introspect");
+    let (_, secret) = server.api_key("introspected", &["invoices:read"]).await;
+    let (status, key, _) = introspect_as(format!("Bearer {bearer}"), secret).await;
+    assert_eq!((status, &key["active"], &key["token_type"]), (200, &json!(true), &json!("api_key")), "{key}");
+    // Another project's token, and garbage: exactly {"active": false}.
+    let other = app_with_key(&server, "other", &[]).await;
+    let foreign =
+        token(&http, &server, &other, &[]).await.1["access_token"].as_str().expect("token").to_owned();
+    for token in [foreign, "garbage".to_owned()] {
+        assert_eq!(introspect_as(format!("Bearer {bearer}"), token).await.1, json!({"active": false}));
+    }
+    // `token` is still required.
+    let (status, answer, _) =
+        http.post_authorized("/oauth/v2/introspect", &[], Some(&format!("Bearer {bearer}"))).await;
+    assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_request")), "{answer}");
+
+    // Refusals: a token without the scope, garbage, and a revoked bearer get 401 invalid_token with the
+    // RFC 6750 challenge, and nothing of the introspected token.
+    let refused_bearer = |answer: (u16, Value, http::HeaderMap), why: &str| {
+        let (status, body, headers) = answer;
+        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")), "{why}: {body}");
+        assert!(body.get("active").is_none() && body.get("client_id").is_none(), "{why}: {body}");
+        let challenge = headers.get("www-authenticate").expect("a challenge").to_str().expect("ASCII");
+        assert!(challenge.starts_with(r#"Bearer error="invalid_token""#), "{why}: {challenge}");
+        assert!(challenge.contains(r#"scope="tokens:introspect""#), "{why}: {challenge}");
+    };
+    refused_bearer(introspect_as(format!("Bearer {access}"), access.clone()).await, "without the scope");
+    refused_bearer(introspect_as("Bearer garbage".into(), access.clone()).await, "garbage");
+    refused_bearer(introspect_as(format!("Bearer {bearer}x"), access.clone()).await, "a forged signature");
+    // No other scheme, and never two ways to authenticate at once (RFC 6749 §2.3).
+    let (status, answer, _) = introspect_as("Basic YTpi".into(), access.clone()).await;
+    assert_eq!((status, answer["error"].as_str()), (401, Some("invalid_client")), "{answer}");
+    let assertion = sign(&resource_server, &claims(&resource_server, &server.url()));
+    let both = [
+        ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+        ("client_assertion", &assertion),
+        ("token", &access),
+    ];
+    let (status, answer, _) =
+        http.post_authorized("/oauth/v2/introspect", &both, Some(&format!("Bearer {bearer}"))).await;
+    assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_request")), "{answer}");
+
+    // A revoked bearer is refused at once, here and (PostgreSQL) in a second process.
+    let beside = if db_is_postgres(&db) { Some(beside_with_issuer(&server).await) } else { None };
+    if let Some(beside) = &beside {
+        let params = [("token", access.as_str())];
+        let answer = Http::h2c(beside)
+            .post_authorized("/oauth/v2/introspect", &params, Some(&format!("Bearer {bearer}")))
+            .await;
+        assert_eq!(answer.1["active"], true, "the second process accepts the bearer before the revocation");
+    }
+    assert_eq!(revoke(&http, &server, &resource_server, &bearer).await.0, 200);
+    refused_bearer(introspect_as(format!("Bearer {bearer}"), access.clone()).await, "revoked");
+    if let Some(beside) = beside {
+        let params = [("token", access.as_str())];
+        let answer = Http::h2c(&beside)
+            .post_authorized("/oauth/v2/introspect", &params, Some(&format!("Bearer {bearer}")))
+            .await;
+        refused_bearer(answer, "revoked, in the second process");
+        beside.stop().await;
+    }
+    server.stop().await;
+}
+
+on_both_databases!(ed25519_assertions_are_accepted_by_both_names_of_the_algorithm, ed25519_names);
+async fn ed25519_names(db: Db) {
+    use aws_lc_rs::signature::Ed25519KeyPair;
+    let server = TestServer::start(db).await;
+    let http = Http::http1(&server);
+    let rsa = app_with_key(&server, "billing", &[]).await;
+    let mut request = key_request(&rsa.project_id, &rsa.app_id);
+    request.algorithm = KeyAlgorithm::Ed25519 as i32;
+    let key = add_key(&server, &rsa.project_id, &rsa.app_id, request).await;
+    let (_, pkcs8) = pkcs8::der::pem::decode_vec(key.private_pem.as_bytes()).expect("PKCS#8 PEM");
+    let signer = Ed25519KeyPair::from_pkcs8(&pkcs8).expect("an Ed25519 key");
+    let signed = |alg: &str, kid: &str| {
+        let header = json!({"alg": alg, "kid": kid, "typ": "JWT"});
+        let input = keymint::crypto::jws::signing_input(&header, &claims(&key, &server.url()));
+        keymint::crypto::jws::assemble(input.clone(), signer.sign(input.as_bytes()).as_ref())
+    };
+    // RFC 9864's fully-specified name, which jose 6 and oauth4webapi 3 send, and the older EdDSA.
+    for alg in ["Ed25519", "EdDSA"] {
+        let (status, answer) =
+            http.post("/oauth/v2/token", &pairs(&client_credentials(&signed(alg, &key.key_id)))).await;
+        assert_eq!(status, 200, "{alg}: {answer}");
+        assert!(answer["access_token"].is_string(), "{alg}: {answer}");
+    }
+    // Neither name fits another family's key, and no other Edwards curve is taken for it.
+    for (alg, kid) in [("Ed25519", rsa.key_id.as_str()), ("Ed448", key.key_id.as_str())] {
+        let assertion = signed(alg, kid);
+        refused(
+            &http.post("/oauth/v2/token", &pairs(&client_credentials(&assertion))).await,
+            401,
+            "invalid_client",
+            &assertion,
+        );
+    }
+    // Its public JWK names neither algorithm, since both fit.
+    let get = GetAppKeyRequest {
+        project_id: key.project_id.clone(),
+        app_id: key.app_id.clone(),
+        key_id: key.key_id.clone(),
+        ..Default::default()
+    };
+    let read = server.management().await.get_app_key(server.req(get)).await.expect("get").into_inner();
+    let jwk = read.key.and_then(|key| key.public_key_jwk).expect("a JWK");
+    assert!(!jwk.fields.contains_key("alg"), "{jwk:?}");
+    assert_eq!(
+        jwk.fields.get("crv").and_then(|c| c.kind.clone()),
+        Some(prost_types::value::Kind::StringValue("Ed25519".into()))
+    );
     server.stop().await;
 }
 

@@ -229,6 +229,7 @@ async fn an_outage_fails_fast_memory_answers_and_health_follows() {
         project_id: project_id.clone(),
         app_id: app_id.clone(),
         key_id: key_id.clone(),
+        ..Default::default()
     };
     // The change feed echoes the AddAppKey a moment after it commits, and a read that overlaps the echo is not
     // cached (it may have read what the change replaced): read again once the echo is surely in.

@@ -186,6 +186,7 @@ async fn json_walk_through_body(db: Db) {
                 project_id: project_id.clone(),
                 app_id: app_id.clone(),
                 key_id: second_id.clone(),
+                ..Default::default()
             }))
             .await
             .expect("gRPC read")
@@ -212,6 +213,39 @@ async fn json_walk_through_body(db: Db) {
         assert_eq!(result.len(), 1, "{listed}");
         assert_eq!(result[0]["id"], key_id.as_str(), "oldest first");
         assert_eq!(listed["details"]["totalResult"], "2", "{listed}");
+        // Views (AIP-157): a list carries no key material unless it asks for KEY_VIEW_FULL; a GET has it unless
+        // `?view=KEY_VIEW_BASIC`.
+        for key in result {
+            assert!(key.get("publicKeyPem").is_none() && key.get("publicKeyJwk").is_none(), "{key}");
+            assert_eq!(key["algorithm"], "KEY_ALGORITHM_RSA", "{key}");
+        }
+        let full = json
+            .ok(
+                Method::POST,
+                &format!("{keys}/_search"),
+                Some(json!({ "query": { "asc": true }, "view": "KEY_VIEW_FULL" })),
+            )
+            .await;
+        let full = full["result"].as_array().expect("result");
+        assert_eq!(full.len(), 2);
+        assert!(full.iter().all(|key| key["publicKeyPem"].is_string() && key["publicKeyJwk"].is_object()));
+        assert_eq!(full[0]["publicKeyPem"], got["key"]["publicKeyPem"]);
+        let basic = json.ok(Method::GET, &format!("{keys}/{key_id}?view=KEY_VIEW_BASIC"), None).await;
+        assert!(
+            basic["key"].get("publicKeyPem").is_none() && basic["key"].get("publicKeyJwk").is_none(),
+            "{basic}"
+        );
+        assert_eq!(
+            (&basic["key"]["id"], &basic["key"]["expirationDate"]),
+            (&got["key"]["id"], &got["key"]["expirationDate"])
+        );
+        let full = json.ok(Method::GET, &format!("{keys}/{key_id}?view=KEY_VIEW_FULL"), None).await;
+        assert_eq!(full, got);
+        for bad in ["?view=KEY_VIEW_NOPE", "?view=7"] {
+            let (status, refused) = json.call(Method::GET, &format!("{keys}/{key_id}{bad}"), None).await;
+            assert_eq!(status, 400, "{bad}: {refused}");
+            assert!(refused["message"].as_str().is_some_and(|m| m.contains("view")), "{bad}: {refused}");
+        }
 
         let removed = json.ok(Method::DELETE, &format!("{keys}/{key_id}"), None).await;
         assert!(removed["details"]["sequence"].is_string(), "{removed}");
@@ -503,6 +537,11 @@ async fn openapi_lists_every_rule() {
         add_key["properties"]["type"]["enum"].as_array().is_some_and(|e| e.contains(&json!("KEY_TYPE_JSON")))
     );
     assert!(add_key["description"].as_str().is_some_and(|d| !d.is_empty()), "{add_key}");
+    let views = json!(["KEY_VIEW_UNSPECIFIED", "KEY_VIEW_BASIC", "KEY_VIEW_FULL"]);
+    assert_eq!(schemas["keymint.management.v1.ListAppKeysRequest"]["properties"]["view"]["enum"], views);
+    let get_key = &doc["paths"]["/management/v1/projects/{projectId}/apps/{appId}/keys/{keyId}"]["get"];
+    let view = get_key["parameters"].as_array().expect("params").iter().find(|p| p["name"] == "view");
+    assert_eq!(view.map(|v| (&v["in"], &v["schema"]["enum"])), Some((&json!("query"), &views)), "{get_key}");
     let list = &doc["paths"]["/apikeys/v1/keys"]["get"];
     let names: Vec<&str> =
         list["parameters"].as_array().expect("params").iter().filter_map(|p| p["name"].as_str()).collect();

@@ -303,8 +303,10 @@ async fn racing_writers_on_two_handles_let_exactly_one_win(db: Db) {
     assert_eq!(won, 1);
     for store in &handles {
         assert_eq!(sequences(&store.load(AggregateType::App, "app-race").await.expect("load")), [1, 2]);
-        let keys =
-            store.app_keys("org-race", "proj-race", "app-race", page(0, 100, true)).await.expect("keys");
+        let keys = store
+            .app_keys("org-race", "proj-race", "app-race", page(0, 100, true), true)
+            .await
+            .expect("keys");
         assert_eq!((keys.items.len(), keys.total), (1, 1));
     }
     fresh.drop_database().await;
@@ -406,7 +408,7 @@ async fn removing_an_app_or_project_removes_what_it_contains(db: Db) {
         (
             store.projects(org, all).await.expect("projects").total,
             store.apps(org, project, all).await.expect("apps").total,
-            store.app_keys(org, project, "app-kept", all).await.expect("keys").total,
+            store.app_keys(org, project, "app-kept", all, false).await.expect("keys").total,
         )
     };
     assert_eq!(totals(&store).await, (2, 2, 1));
@@ -519,8 +521,23 @@ async fn app_key_lists_page_in_creation_order_and_count_every_row(db: Db) {
     }
 
     let want = ["key-0", "key-1", "key-2", "key-3"];
-    assert_lists_in_creation_order(|page| store.app_keys(org, project, app, page), |k| k.id.clone(), &want)
-        .await;
+    assert_lists_in_creation_order(
+        |page| store.app_keys(org, project, app, page, true),
+        |k| k.id.clone(),
+        &want,
+    )
+    .await;
+    // Without the public key (KEY_VIEW_BASIC) the same page, every other column alike.
+    let full = store.app_keys(org, project, app, page(0, 100, true), true).await.expect("full page");
+    let basic = store.app_keys(org, project, app, page(0, 100, true), false).await.expect("basic page");
+    assert_eq!((basic.total, basic.items.len()), (full.total, full.items.len()));
+    for (basic, full) in basic.items.iter().zip(&full.items) {
+        assert!(!full.public_key.is_empty(), "a full page carries the public key");
+        assert_eq!(basic.public_key, "", "a basic page carries no public key");
+        let (id, algorithm, expires_at) = (&full.id, full.algorithm, full.expires_at);
+        assert_eq!((&basic.id, basic.algorithm, basic.expires_at), (id, algorithm, expires_at));
+        assert_eq!((basic.supplied, basic.details.sequence), (full.supplied, full.details.sequence));
+    }
     fresh.drop_database().await;
 }
 
@@ -869,7 +886,7 @@ async fn sqlite_writes_reach_the_database_file_beside_the_writer() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(
-        store.app_keys("org-wal", "proj-wal", "app-wal", page(0, 1, true)).await.expect("list").total,
+        store.app_keys("org-wal", "proj-wal", "app-wal", page(0, 1, true), false).await.expect("list").total,
         20
     );
 }

@@ -6,7 +6,7 @@ import { byId, element, fillRows, row, words } from "./dom";
 import { describeFailure } from "./errors";
 import * as format from "./format";
 import { Environment } from "./gen/keymint/apikeys/v1/apikeys_pb";
-import { KeyAlgorithm, KeyType } from "./gen/keymint/management/v1/management_pb";
+import { KeyAlgorithm, KeyType, KeyView } from "./gen/keymint/management/v1/management_pb";
 import { KeyFileOffer, SecretReveal } from "./once";
 import { type Session, defaultServer, openSession } from "./session";
 
@@ -228,6 +228,8 @@ async function loadAppKeys(): Promise<void> {
     projectId: project.id,
     appId: app.id,
     query: { limit: PAGE, asc: true },
+    // The table shows no key material, so none is asked for.
+    view: KeyView.BASIC,
   });
   const rows = listed.result.map((k) =>
     row(

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     crypto::{CryptoError, keygen::RsaBits, public_key::PublicKey},
     domain::{
-        Timestamp,
+        DomainError, Timestamp,
         events::{KeyAlgorithm as DomainKeyAlgorithm, KeyType as DomainKeyType},
         principal::Scope,
         validate::Violations,
@@ -24,7 +24,7 @@ use crate::api::{
         AddApiAppRequest, AddApiAppResponse, AddAppKeyRequest, AddAppKeyResponse, AddProjectRequest,
         AddProjectResponse, App, Change, GetAppByIdRequest, GetAppByIdResponse, GetAppKeyRequest,
         GetAppKeyResponse, GetProjectByIdRequest, GetProjectByIdResponse, Key, KeyAlgorithm, KeyType,
-        ListAppChangesRequest, ListAppChangesResponse, ListAppKeysRequest, ListAppKeysResponse,
+        KeyView, ListAppChangesRequest, ListAppChangesResponse, ListAppKeysRequest, ListAppKeysResponse,
         ListAppsRequest, ListAppsResponse, ListProjectsRequest, ListProjectsResponse, Project,
         RemoveAppKeyRequest, RemoveAppKeyResponse, RemoveAppRequest, RemoveAppResponse, RemoveProjectRequest,
         RemoveProjectResponse, UpdateApiAppRequest, UpdateApiAppResponse,
@@ -58,15 +58,16 @@ impl Jwks {
         Ok(jwk)
     }
 
-    /// The key as the API shows it.
-    fn key_message(&self, row: AppKeyRow) -> Result<Key, CryptoError> {
+    /// The key as the API shows it: with its public key in KEY_VIEW_FULL, without in KEY_VIEW_BASIC.
+    fn key_message(&self, row: AppKeyRow, view: KeyView) -> Result<Key, CryptoError> {
+        let full = view == KeyView::Full;
         Ok(Key {
-            public_key_jwk: self.of(&row)?,
+            public_key_jwk: if full { self.of(&row)? } else { None },
             details: convert::row(&row.details),
             r#type: row.key_type,
             expiration_date: Some(convert::timestamp(Timestamp(row.expires_at))),
             algorithm: row.algorithm,
-            public_key_pem: row.public_key,
+            public_key_pem: if full { row.public_key } else { String::new() },
             supplied: row.supplied,
             id: row.id,
         })
@@ -230,8 +231,9 @@ impl ManagementService for Management {
         let caller = auth::caller(&self.services, &request, Scope::KeysRead).await?;
         let r = request.get_ref();
         validate_ids(&[("projectId", &r.project_id), ("appId", &r.app_id), ("keyId", &r.key_id)])?;
+        let view = key_view(r.view, KeyView::Full)?;
         let key = self.services.app_key(&caller, &r.project_id, &r.app_id, &r.key_id).await.or_status()?;
-        Ok(Response::new(GetAppKeyResponse { key: Some(self.jwks.key_message(key).or_status()?) }))
+        Ok(Response::new(GetAppKeyResponse { key: Some(self.jwks.key_message(key, view).or_status()?) }))
     }
 
     async fn list_app_keys(
@@ -241,18 +243,17 @@ impl ManagementService for Management {
         let caller = auth::caller(&self.services, &request, Scope::KeysRead).await?;
         let r = request.get_ref();
         validate_ids(&[("projectId", &r.project_id), ("appId", &r.app_id)])?;
+        let key_view = key_view(r.view, KeyView::Basic)?;
         let q = r.query.unwrap_or_default();
-        let view = self
-            .services
-            .app_keys(&caller, &r.project_id, &r.app_id, q.offset, q.limit, q.asc)
-            .await
-            .or_status()?;
+        let full = key_view == KeyView::Full;
+        let page = crate::service::page(q.offset, q.limit, q.asc).map_err(|e| status(e.into()))?;
+        let view = self.services.app_keys(&caller, &r.project_id, &r.app_id, page, full).await.or_status()?;
         Ok(Response::new(ListAppKeysResponse {
             details: convert::list(&view),
             result: view
                 .items
                 .into_iter()
-                .map(|row| self.jwks.key_message(row))
+                .map(|row| self.jwks.key_message(row, key_view))
                 .collect::<Result<_, _>>()
                 .or_status()?,
         }))
@@ -341,7 +342,22 @@ fn add_key_request(r: &AddAppKeyRequest) -> Result<(DomainKeyType, KeySpec), Sta
     Ok((DomainKeyType::Json, spec))
 }
 
-/// A key as reads return it, with its public key as PEM and as a JWK.
+/// The view a key read asked for, `default` when it named none.
+fn key_view(view: i32, default: KeyView) -> Result<KeyView, Status> {
+    match KeyView::try_from(view) {
+        Ok(KeyView::Unspecified) => Ok(default),
+        Ok(view) => Ok(view),
+        Err(_) => Err(status(
+            DomainError::invalid(
+                "view",
+                "must be KEY_VIEW_BASIC, KEY_VIEW_FULL or unspecified (the read's default)",
+            )
+            .into(),
+        )),
+    }
+}
+
+/// An event of the application's audit trail.
 fn change_message(event: RecordedEvent) -> Change {
     Change {
         change_date: Some(convert::timestamp(Timestamp(event.created_at))),
@@ -390,13 +406,16 @@ mod tests {
     #[test]
     fn a_jwk_is_built_once_and_never_for_another_pem() {
         let jwks = Jwks::default();
-        let first = jwks.key_message(row(1)).expect("key");
+        let first = jwks.key_message(row(1), KeyView::Full).expect("key");
         assert_eq!(x_of(&first), "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE");
-        assert_eq!(jwks.key_message(row(1)).expect("key"), first, "the remembered JWK");
+        assert_eq!(jwks.key_message(row(1), KeyView::Full).expect("key"), first, "the remembered JWK");
         // The same ID with another public key (which keymint never writes) is not answered from memory.
         assert_eq!(
-            x_of(&jwks.key_message(row(2)).expect("key")),
+            x_of(&jwks.key_message(row(2), KeyView::Full).expect("key")),
             "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI"
         );
+        // KEY_VIEW_BASIC: the same key without its public halves.
+        let basic = jwks.key_message(row(1), KeyView::Basic).expect("key");
+        assert_eq!(basic, Key { public_key_pem: String::new(), public_key_jwk: None, ..first });
     }
 }

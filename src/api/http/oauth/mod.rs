@@ -15,9 +15,12 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use serde_json::{Value, json};
 use tower_http::cors::{Any, CorsLayer};
 
+use crate::domain::oauth::{ErrorCode, OAuthError};
 use crate::service::{
     Error, Services,
-    oauth::{ClientAssertion, INTROSPECT_PATH, KEYS_PATH, REVOKE_PATH, TOKEN_PATH, TokenRequest},
+    oauth::{
+        ClientAssertion, INTROSPECT_PATH, INTROSPECT_SCOPE, KEYS_PATH, REVOKE_PATH, TOKEN_PATH, TokenRequest,
+    },
 };
 
 use self::form::Form;
@@ -29,12 +32,13 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 type Shared = State<Arc<Services>>;
 
 /// The OAuth routes. Metadata and keys are public and may be fetched by browsers from any origin; the endpoints
-/// authenticate with assertions in the body, never with cookies, so any origin may post too.
+/// authenticate with assertions in the body or a bearer token in `authorization`, never with cookies, so any
+/// origin may post too.
 pub fn routes(services: Arc<Services>) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::CONTENT_TYPE])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
         .max_age(Duration::from_secs(24 * 60 * 60));
     Router::new()
         .route("/.well-known/openid-configuration", get(metadata))
@@ -89,12 +93,31 @@ async fn token(State(services): Shared, headers: HeaderMap, body: Bytes) -> Resp
     }
 }
 
+/// The caller authorizes with a client assertion in the form, or (RFC 7662 §2.1) with an access token carrying
+/// the scope `tokens:introspect` in `authorization: Bearer`: one of the two, never both (RFC 6749 §2.3).
 async fn introspect(State(services): Shared, headers: HeaderMap, body: Bytes) -> Response<Body> {
     let answer = async {
         let form = Form::parse(&headers, &body)?;
-        let endpoint = services.endpoint(INTROSPECT_PATH);
-        let client = services.authenticate_client(client_assertion(&form), &endpoint);
-        services.introspect(client, form.get("token"), form.get("client_ip")).await
+        let (assertion, token, client_ip) =
+            (client_assertion(&form), form.get("token"), form.get("client_ip"));
+        match bearer_token(&headers)? {
+            None => {
+                let endpoint = services.endpoint(INTROSPECT_PATH);
+                services.introspect(services.authenticate_client(assertion, &endpoint), token, client_ip).await
+            }
+            Some(_) if assertion.assertion.is_some() || assertion.assertion_type.is_some() => {
+                Err(OAuthError::new(
+                    ErrorCode::InvalidRequest,
+                    "the request authenticates twice: send either a client assertion or an authorization: Bearer \
+                     access token, not both",
+                )
+                .into())
+            }
+            Some(bearer) => {
+                let caller = services.authorize_bearer(bearer, INTROSPECT_SCOPE);
+                services.introspect(caller, token, client_ip).await
+            }
+        }
     };
     let answer = answer.await;
     services.count_introspection(&answer);
@@ -122,6 +145,28 @@ async fn revoke(State(services): Shared, headers: HeaderMap, body: Bytes) -> Res
     }
 }
 
+/// The access token of an `authorization: Bearer <token>` header (RFC 6750 §2.1; the scheme is case-insensitive);
+/// None without the header. Another scheme is refused: keymint has no client secrets for Basic to carry.
+fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Error> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty());
+    match token {
+        Some(token) => Ok(Some(token)),
+        None => Err(OAuthError::new(
+            ErrorCode::InvalidClient,
+            "the authorization header must be `Bearer <access token>` (with the scope tokens:introspect); or leave \
+             it out and authenticate with a client assertion (private_key_jwt)",
+        )
+        .into()),
+    }
+}
+
 fn client_assertion<'a>(form: &'a Form<'_>) -> ClientAssertion<'a> {
     ClientAssertion {
         assertion_type: form.get("client_assertion_type"),
@@ -132,7 +177,24 @@ fn client_assertion<'a>(form: &'a Form<'_>) -> ClientAssertion<'a> {
 
 fn error_response(error: Error) -> Response<Body> {
     let (status, body) = oauth_error(error);
-    json_response(status, &body, None)
+    let mut response = json_response(status, &body, None);
+    // RFC 6750 §3: a refused bearer token is answered with its challenge. Descriptions hold no quote or backslash,
+    // but the header must stay a valid quoted-string whatever they hold.
+    if body["error"] == ErrorCode::InvalidToken.as_str() {
+        let description: String = body["error_description"]
+            .as_str()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !matches!(c, '"' | '\\'))
+            .collect();
+        let challenge = format!(
+            "Bearer error=\"invalid_token\", error_description=\"{description}\", scope=\"{INTROSPECT_SCOPE}\""
+        );
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+    }
+    response
 }
 
 /// A JSON answer. Anything but public metadata is `no-store` (RFC 6749 §5.1): it may hold a token.
