@@ -91,6 +91,10 @@ struct Args {
     /// Client assertions signed before each OAuth scenario (each call uses one up).
     #[arg(long, default_value_t = 60_000)]
     oauth_assertions: usize,
+    /// A Python with grpcio: with it, `reads` also measures ListAppKeys one call at a time from grpcio, a client
+    /// that is not keymint's.
+    #[arg(long, env = "KEYMINT_BENCH_PYTHON")]
+    python: Option<PathBuf>,
     /// The envoy binary for ext-authz (with it, `all` runs ext-authz too).
     #[arg(long, env = "KEYMINT_BENCH_ENVOY")]
     envoy: Option<PathBuf>,
@@ -378,6 +382,13 @@ async fn run(args: Args) -> BenchResult<u64> {
             }
         }
         all.extend(baselines.measured());
+        if let Some(python) = &args.python {
+            for view in [KeyView::Basic, KeyView::Full] {
+                let figures = grpcio_list_app_keys(python, &running, &target, view, 1_000).await?;
+                figures.print();
+                all.push(figures);
+            }
+        }
     }
     if run_api_keys {
         let secrets = issue_api_keys(&channels, &target, args.api_keys).await?;
@@ -844,6 +855,48 @@ async fn list_app_keys(
     figures
 }
 
+/// ListAppKeys (a page of 100, newest first, in `view`) one call at a time from Python's grpcio
+/// (keymint-bench/grpcio_one_at_a_time.py), `calls` times after a warm-up.
+async fn grpcio_list_app_keys(
+    python: &std::path::Path,
+    running: &Running,
+    target: &Target,
+    view: KeyView,
+    calls: usize,
+) -> BenchResult<Figures> {
+    use base64::Engine;
+    let request = ListAppKeysRequest {
+        query: Some(ListQuery { offset: 0, limit: 100, asc: false }),
+        app_id: target.app_id.clone(),
+        project_id: target.project_id.clone(),
+        view: view as i32,
+    };
+    let encoded = base64::engine::general_purpose::STANDARD.encode(prost::Message::encode_to_vec(&request));
+    let token = target.token.to_str()?.trim_start_matches("Bearer ").to_owned();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/src/bin/keymint-bench/grpcio_one_at_a_time.py");
+    let mut command = std::process::Command::new(python);
+    command.args([script, &running.addr.to_string(), "/keymint.management.v1.ManagementService/ListAppKeys"]);
+    command.args([token, encoded, calls.to_string()]);
+    // A blocking wait, off the runtime's threads (tokio's process feature is not built for one command).
+    let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    if !output.status.success() {
+        return Err(format!("grpcio: {}", String::from_utf8_lossy(&output.stderr)).into());
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let latencies_us: Vec<u64> =
+        answer["latencies_us"].as_array().ok_or("no latencies")?.iter().filter_map(|v| v.as_u64()).collect();
+    let name = if view == KeyView::Full { "list-app-keys-full-grpcio" } else { "list-app-keys-grpcio" };
+    Ok(Figures {
+        name,
+        in_flight: 1,
+        calls: latencies_us.len() as u64,
+        errors: answer["errors"].as_u64().unwrap_or(0),
+        seconds: answer["seconds"].as_f64().unwrap_or(0.0),
+        latencies_us,
+        extra: BTreeMap::new(),
+    })
+}
+
 /// Issues `n` LIVE API keys with a scope and a network restriction, so that verify runs every check.
 async fn issue_api_keys(channels: &[Channel], target: &Target, n: usize) -> BenchResult<Vec<String>> {
     let mut client = ApiKeyServiceClient::new(channels[0].clone());
@@ -1052,12 +1105,24 @@ fn form_body(params: &[(&str, &str)]) -> String {
 
 /// POSTs an encoded form body; the answer's status and JSON.
 async fn post_body(channel: &Channel, path: &str, body: String) -> Option<(u16, serde_json::Value)> {
+    post_authorized(channel, path, body, None).await
+}
+
+/// POSTs an encoded form body with an `authorization` header when one is given; the answer's status and JSON.
+async fn post_authorized(
+    channel: &Channel,
+    path: &str,
+    body: String,
+    authorization: Option<&str>,
+) -> Option<(u16, serde_json::Value)> {
     use http_body_util::BodyExt;
     use tower::{Service, ServiceExt};
-    let request = http::Request::post(path)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(body))))
-        .ok()?;
+    let mut request = http::Request::post(path).header("content-type", "application/x-www-form-urlencoded");
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let request =
+        request.body(tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(body)))).ok()?;
     let mut channel = channel.clone();
     let response = channel.ready().await.ok()?.call(request).await.ok()?;
     let status = response.status().as_u16();
@@ -1166,8 +1231,36 @@ fn assertion_calls(
     }
 }
 
+/// Introspection of `token` authorized by `authorization: Bearer <bearer>` (an access token with the scope
+/// tokens:introspect) at `concurrency` over the connections: no assertion per call, so nothing to sign before.
+fn bearer_calls(
+    name: &'static str,
+    channels: &[Channel],
+    concurrency: usize,
+    bearer: &str,
+    token: &str,
+) -> impl FnMut(Duration, Vec<String>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Figures> + Send>>
+{
+    let channels = channels.to_vec();
+    let authorization = Arc::new(format!("Bearer {bearer}"));
+    let body = Arc::new(form_body(&[("token", token)]));
+    move |slice, _| {
+        let (channels, authorization, body) = (channels.clone(), authorization.clone(), body.clone());
+        Box::pin(load(name, concurrency, slice, move |worker, _| {
+            let channel = channels[worker % channels.len()].clone();
+            let (authorization, body) = (authorization.clone(), body.clone());
+            async move {
+                post_authorized(&channel, "/oauth/v2/introspect", (*body).clone(), Some(&authorization))
+                    .await
+                    .is_some_and(|(status, json)| status == 200 && json["active"] == true)
+            }
+        }))
+    }
+}
+
 /// token (client_credentials) against the raw verify + sign, and access-token and API-key introspection against
-/// the health RPC, each over HTTP/2 at `concurrency`, interleaved with its baseline.
+/// the health RPC, each over HTTP/2 at `concurrency`, interleaved with its baseline: authorized by a fresh client
+/// assertion per call, and by a bearer access token with the scope tokens:introspect.
 async fn oauth_scenarios(
     running: &Running,
     channels: &[Channel],
@@ -1223,7 +1316,7 @@ async fn oauth_scenarios(
         .into_inner()
         .secret;
     for (name, introspected) in
-        [("oauth-introspect-token", access_token), ("oauth-introspect-api-key", secret)]
+        [("oauth-introspect-token", access_token.clone()), ("oauth-introspect-api-key", secret.clone())]
     {
         let assertions =
             sign_assertions(&client, &format!("{issuer}/oauth/v2/introspect"), n, threads).await?;
@@ -1239,6 +1332,32 @@ async fn oauth_scenarios(
                 vec![("token", introspected)],
                 |status, json| status == 200 && json["active"] == true,
             ),
+        )
+        .await;
+        figures.extra.insert("ratio_to_health", figures.per_second() / health.per_second());
+        health.print();
+        figures.print();
+        all.extend([health, figures]);
+    }
+
+    // A resource server's own access token with the scope tokens:introspect, sent as a bearer on every call.
+    let assertion = sign_assertions(&client, &issuer, 1, 1).await?.remove(0);
+    let params = [
+        ("grant_type", "client_credentials"),
+        ("scope", "tokens:introspect"),
+        ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+        ("client_assertion", assertion.as_str()),
+    ];
+    let (_, answer) = post_form(&channels[0], "/oauth/v2/token", &params).await.ok_or("no bearer token")?;
+    let bearer = answer["access_token"].as_str().ok_or("no bearer access_token")?.to_owned();
+    for (name, introspected) in
+        [("oauth-introspect-token-bearer", access_token), ("oauth-introspect-api-key-bearer", secret)]
+    {
+        let (health, mut figures) = interleaved(
+            duration,
+            Vec::new(),
+            |slice| async move { named("health-beside", health(channels, args.concurrency, slice).await) },
+            bearer_calls(name, channels, args.concurrency, &bearer, &introspected),
         )
         .await;
         figures.extra.insert("ratio_to_health", figures.per_second() / health.per_second());
