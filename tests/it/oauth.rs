@@ -1254,3 +1254,59 @@ async fn scheduled_rotation(db: Db) {
     assert!(now_published.len() >= 2, "a new key after its rotation age: {now_published:?}");
     server.stop().await;
 }
+
+/// openid-client 6 (npm, pinned in tests/node/package-lock.json), unmodified, with an RSA, an EC P-256 and an
+/// Ed25519 key file: discovery, client_credentials with private_key_jwt (Ed25519 signed as RFC 9864's "Ed25519"),
+/// the token validated by oauth4webapi's validateJwtAccessToken through jwks_uri, introspection by assertion and by
+/// a bearer token with tokens:introspect (of the token and of an API key), and revocation. Runs when
+/// KEYMINT_TEST_NODE names a Node.js and `npm --prefix tests/node ci` has been run (`.ci/run` does both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openid_client_gets_validates_introspects_and_revokes_tokens() {
+    let Some(node) = crate::helpers::outside_tool("KEYMINT_TEST_NODE", "the openid-client test") else {
+        return;
+    };
+    let server = TestServer::start(Db::Sqlite).await;
+    let rsa = app_with_key(&server, "billing", &["invoices:read", "tokens:introspect"]).await;
+    let mut key_files = vec![rsa.clone()];
+    for algorithm in [KeyAlgorithm::EcP256, KeyAlgorithm::Ed25519] {
+        let mut request = key_request(&rsa.project_id, &rsa.app_id);
+        request.algorithm = algorithm as i32;
+        key_files.push(add_key(&server, &rsa.project_id, &rsa.app_id, request).await);
+    }
+    let (_, secret) = server.api_key("introspected", &["invoices:read"]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let paths: Vec<_> = key_files
+        .iter()
+        .enumerate()
+        .map(|(n, key)| {
+            let path = dir.path().join(format!("key-{n}.json"));
+            std::fs::write(&path, &key.key_file).expect("write key file");
+            path
+        })
+        .collect();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/openid_client.mjs");
+    let url = server.url();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&node).arg(script).arg(url).arg(secret).args(&paths).output()
+    })
+    .await
+    .expect("join")
+    .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "openid_client.mjs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().expect("a summary")).expect("json");
+    let algs: Vec<&str> =
+        summary.as_array().expect("array").iter().filter_map(|k| k["alg"].as_str()).collect();
+    assert_eq!(algs, ["RS256", "ES256", "Ed25519"]);
+    // What the library revoked, keymint agrees is inactive.
+    let http = Http::http1(&server);
+    for revoked in summary.as_array().expect("array") {
+        let token = revoked["revoked_token"].as_str().expect("revoked_token");
+        assert_eq!(introspect(&http, &server, &rsa, token, &[]).await, json!({"active": false}));
+    }
+    server.stop().await;
+}
