@@ -121,8 +121,43 @@ pub struct Append<'a> {
     pub events: Vec<Event>,
 }
 
+/// `sqlx::FromRow` for a row type on either database, each field read from the column of its name and each
+/// `flatten` field from the same row. Written out rather than derived: sqlx's derive macro builds both database
+/// drivers (and SQLite's C source) a second time, for the compiler's own use, in every cold build.
+macro_rules! from_row {
+    ($row:ident { $($field:ident),* $(,)? } $(flatten { $($nested:ident),* })?) => {
+        impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for $row
+        where
+            &'static str: sqlx::ColumnIndex<R>,
+            String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        {
+            fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+                Ok($row {
+                    $($field: row.try_get(stringify!($field))?,)*
+                    $($($nested: sqlx::FromRow::from_row(row)?,)*)?
+                })
+            }
+        }
+    };
+}
+
+from_row!(RecordedEvent { position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, resource_owner, creator, created_at });
+from_row!(RowDetails { org_id, sequence, created_at, changed_at });
+from_row!(OrgRow { id, name } flatten { details });
+from_row!(ProjectRow { id, name } flatten { details });
+from_row!(AppRow { id, project_id, name, client_id, allowed_scopes } flatten { details });
+from_row!(AppPublicKey { public_key, expires_at });
+from_row!(AppKeyRow { id, app_id, key_type, expires_at, public_key, algorithm, supplied } flatten { details });
+from_row!(CredentialRow { id, org_id, role });
+from_row!(ApiKeyRow { id, app_id, environment, status, prefix, last_four, origin, settings, created_by, deleted_at } flatten { details, usage });
+from_row!(UsageRow { total_requests, total_denied, last_used_at, quota_day, quota_count });
+from_row!(SecretMatch { secret_expires_at } flatten { key });
+
 /// An event as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedEvent {
     pub position: i64,
     pub aggregate_type: String,
@@ -167,7 +202,7 @@ pub struct Listed<T> {
 }
 
 /// What every read-model row reports about its object's last change.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowDetails {
     pub org_id: String,
     pub sequence: i64,
@@ -175,23 +210,21 @@ pub struct RowDetails {
     pub changed_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgRow {
     pub id: String,
     pub name: String,
-    #[sqlx(flatten)]
     pub details: RowDetails,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectRow {
     pub id: String,
     pub name: String,
-    #[sqlx(flatten)]
     pub details: RowDetails,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppRow {
     pub id: String,
     pub project_id: String,
@@ -199,7 +232,6 @@ pub struct AppRow {
     pub client_id: String,
     /// The scopes its tokens may carry, as a JSON array; empty: any.
     pub allowed_scopes: String,
-    #[sqlx(flatten)]
     pub details: RowDetails,
 }
 
@@ -220,7 +252,7 @@ pub struct UsedAssertion {
 }
 
 /// A live application key's public half and expiry, as assertions are checked against it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppPublicKey {
     /// SubjectPublicKeyInfo PEM.
     pub public_key: String,
@@ -228,7 +260,7 @@ pub struct AppPublicKey {
     pub expires_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppKeyRow {
     pub id: String,
     pub app_id: String,
@@ -239,11 +271,10 @@ pub struct AppKeyRow {
     /// The API's KeyAlgorithm number.
     pub algorithm: i32,
     pub supplied: bool,
-    #[sqlx(flatten)]
     pub details: RowDetails,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialRow {
     pub id: String,
     pub org_id: String,
@@ -252,7 +283,7 @@ pub struct CredentialRow {
 
 /// An API key as the read model holds it, with its usage. `origin` and `settings` are the JSON of
 /// `domain::api_key::{Origin, Settings}`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRow {
     pub id: String,
     /// Empty when the key belongs to no application.
@@ -265,14 +296,12 @@ pub struct ApiKeyRow {
     pub settings: String,
     pub created_by: String,
     pub deleted_at: Option<i64>,
-    #[sqlx(flatten)]
     pub details: RowDetails,
-    #[sqlx(flatten)]
     pub usage: UsageRow,
 }
 
 /// A key's usage as last flushed (zeros before the first flush).
-#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsageRow {
     pub total_requests: i64,
     pub total_denied: i64,
@@ -284,9 +313,8 @@ pub struct UsageRow {
 }
 
 /// The key a secret belongs to, and when that secret stops working (None: it is the key's current secret).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretMatch {
-    #[sqlx(flatten)]
     pub key: ApiKeyRow,
     pub secret_expires_at: Option<i64>,
 }
