@@ -99,6 +99,31 @@ async fn a_postgres_start_without_a_master_key_writes_nothing() {
     fresh.drop_database().await;
 }
 
+/// A database URL naming a database the server does not have: said plainly, with how to create it.
+#[test]
+#[ignore = "needs PostgreSQL: set KEYMINT_TEST_POSTGRES_URL (source .ci/tools.sh)"]
+fn a_missing_postgres_database_is_said_plainly() {
+    let crate::helpers::Db::Postgres(server) = crate::helpers::Db::required_postgres() else {
+        unreachable!()
+    };
+    let (base, _) = server.rsplit_once('/').expect("a URL with a database");
+    let dir = tempfile::tempdir().expect("dir");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keymint"))
+        .env_clear()
+        .args(["serve", "--listen", "127.0.0.1:0", "--master-key", crate::helpers::TEST_MASTER_KEY])
+        .arg("--database-url")
+        .arg(format!("{base}/keymint_no_such_database"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run keymint");
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(log.contains("no database named \"keymint_no_such_database\""), "{log}");
+    assert!(log.contains("createdb") && log.contains("--database-url"), "how to fix it: {log}");
+    assert!(!log.contains("at line"), "no source locations: {log}");
+}
+
 fn listing(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|entries| entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
