@@ -8,9 +8,8 @@ use crate::api::http::rest::transcode::{deserialize_options, is_scalar_like};
 
 /// The first field of `json` (an object of `message`'s fields) that does not fit: its JSON path and why.
 pub fn misfit(message: &MessageDescriptor, json: &Value) -> Option<(String, String)> {
-    let Value::Object(object) = json else {
-        return Some((String::new(), format!("the request must be a JSON object of {}", message.name())));
-    };
+    // Not an object: the JSON mapping's own message says so, and where.
+    let Value::Object(object) = json else { return None };
     for (key, value) in object {
         let Some(field) = message.get_field_by_json_name(key).or_else(|| message.get_field_by_name(key))
         else {
@@ -127,6 +126,7 @@ mod tests {
         assert_eq!(path, "query.limit");
         assert!(why.contains("-1") && why.contains("from 0 to 4294967295"), "{why}");
         assert_eq!(misfit(&search, &json!({"query": {"limit": 5}})), None);
+        assert_eq!(misfit(&search, &json!([1])), None, "not an object: the mapping's own message says where");
         let create = message("keymint.apikeys.v1.CreateApiKeyRequest");
         let (path, why) = misfit(&create, &json!({"title": "t", "environment": "ENVIRONMENT_X"})).unwrap();
         assert_eq!(path, "environment");
