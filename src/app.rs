@@ -22,7 +22,12 @@ use crate::{
     config::Config,
     crypto::pool::KeyPool,
     domain::{ids::IdGenerator, time::SystemClock},
-    service::{KeySource, Services, access::AdminToken, oauth::OAuthSettings},
+    service::{
+        KeySource, Services,
+        access::{AdminToken, check_admin_token},
+        oauth::OAuthSettings,
+        signing_keys::supplied_master_key,
+    },
     store::{self, EventStore, StoreError},
 };
 
@@ -152,14 +157,27 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn EventStore>, AppError
     Ok(store::open(config.database_url.as_deref(), &config.data_dir).await?)
 }
 
-/// Opens the store, sets up a first start, binds the listener and starts serving in the background.
+/// Checks the settings, binds the listener, opens the store, sets up a first start and starts serving in the
+/// background. Nothing is written (to the database or the data directory) before the settings are checked and
+/// the port is bound, so that a start that fails on them leaves nothing behind: a first start with a wrong
+/// setting must not create the organization or the admin token of a server that never ran.
 pub async fn start(config: &Config) -> Result<Running, AppError> {
     // Bad TLS files stop the start before anything else is set up.
     let tls =
         config.tls_files().map_err(AppError::Config)?.map(TlsCertificates::load).transpose()?.map(Arc::new);
+    let pool = config.pool().map_err(AppError::Config)?;
+    check_admin_token(config.admin_token.as_deref()).map_err(setting)?;
+    supplied_master_key(config.master_key.as_deref(), config.shared_database()).map_err(setting)?;
+    // Bound before the store opens: a busy port fails here. Connections made while the store opens wait in the
+    // listen backlog and are served once it is open.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AppError::Listen { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| AppError::Listen { addr: config.listen, source })?;
+
     let store = open_store(config).await?;
     let node = config.node_id.unwrap_or_else(random_node);
-    let key_pool = Arc::new(KeyPool::start(&config.pool().map_err(AppError::Config)?));
+    let key_pool = Arc::new(KeyPool::start(&pool));
     let services = Arc::new(
         Services::new(store, Arc::new(SystemClock), IdGenerator::new(node), key_pool.clone())
             .with_cache_capacity(config.cache_capacity),
@@ -178,10 +196,6 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         services.clone().flush_usage_every(Duration::from_millis(config.usage_flush_ms), flushing_stopped),
     );
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| AppError::Listen { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| AppError::Listen { addr: config.listen, source })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     services.configure_oauth(oauth(config.issuer.clone().unwrap_or_else(|| format!("{scheme}://{addr}"))));
     let (stop_maintaining, maintaining_stopped) = oneshot::channel();
@@ -232,6 +246,14 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     })
 }
 
+/// A setting the service layer refused (its message names the setting).
+fn setting(error: crate::service::Error) -> AppError {
+    match error {
+        crate::service::Error::Internal(message) => AppError::Config(message),
+        other => AppError::Setup(other),
+    }
+}
+
 /// `keymint signing-keys rotate`: adds a new signing key to the store, sealed under the configured master key.
 pub async fn rotate_signing_key(config: &Config) -> Result<String, AppError> {
     /// This command issues no application keys, so it starts no key pool.
@@ -245,6 +267,7 @@ pub async fn rotate_signing_key(config: &Config) -> Result<String, AppError> {
             Err(crate::service::Error::Internal("no key pool in this command".into()))
         }
     }
+    supplied_master_key(config.master_key.as_deref(), config.shared_database()).map_err(setting)?;
     let store = open_store(config).await?;
     let node = config.node_id.unwrap_or_else(random_node);
     let services = Services::new(store, Arc::new(SystemClock), IdGenerator::new(node), Arc::new(NoKeys));

@@ -1,8 +1,8 @@
 //! Settings: each a flag and a KEYMINT_* environment variable. Secrets are redacted in Debug output.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{ffi::OsString, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Arg, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::{
     api::{net::tls::TlsFiles, server::Limits},
@@ -10,23 +10,113 @@ use crate::{
     domain::{cidr::Cidr, client_address::TrustedProxies},
 };
 
-#[derive(Debug, Parser)]
+/// The command line: the subcommand, and the settings given before it, after it, or in KEYMINT_* variables.
+#[derive(Debug)]
+pub struct Cli {
+    pub command: Option<Command>,
+    pub config: Config,
+}
+
+/// What clap reads: plain `keymint [settings]` serves, so every setting is accepted before a subcommand.
+#[derive(Parser)]
 #[command(
     name = "keymint",
     version,
-    about = "Issues RSA application keys and API keys over gRPC, gRPC-Web and JSON"
+    about = "Issues application keys (RSA, EC P-256, Ed25519) and API keys over gRPC, gRPC-Web and JSON, and \
+             serves OAuth 2.0 (JWT bearer grant, private_key_jwt, introspection, revocation)"
 )]
-pub struct Cli {
+struct Line {
     #[command(subcommand)]
-    pub command: Option<Command>,
+    command: Option<Command>,
     #[command(flatten)]
-    pub config: Config,
+    config: Config,
+}
+
+/// The settings each subcommand reads (by their ids, the field names of `Config`), listed after it in its
+/// `--help`; `serve` reads every one.
+const STORE_SETTINGS: &[&str] = &["data_dir", "database_url", "log_format"];
+const SIGNING_SETTINGS: &[&str] = &["data_dir", "database_url", "master_key", "node_id", "log_format"];
+
+/// The subcommands that take settings: the path to each, and which settings it reads (None: all).
+const TAKING_SETTINGS: &[(&[&str], Option<&[&str]>)] = &[
+    (&["serve"], None),
+    (&["migrate"], Some(STORE_SETTINGS)),
+    (&["projections", "rebuild"], Some(STORE_SETTINGS)),
+    (&["backup"], Some(STORE_SETTINGS)),
+    (&["signing-keys", "rotate"], Some(SIGNING_SETTINGS)),
+];
+
+impl Cli {
+    /// The command line of this process; prints help, the version or a usage error and exits as clap does.
+    pub fn parse() -> Cli {
+        Cli::parse_from(std::env::args_os())
+    }
+
+    pub fn parse_from<I, T>(args: I) -> Cli
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        Cli::try_parse_from(args).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Settings given after the subcommand win over the same ones given before it; those before it, the
+    /// KEYMINT_* variables and the defaults fill in the rest.
+    pub fn try_parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let matches = Cli::command().try_get_matches_from(&args)?;
+        let Line { command, mut config } = Line::from_arg_matches(&matches)?;
+        // Read again by a command whose subcommands' settings have no defaults and no variables, so that only
+        // the settings actually written after the subcommand are present there.
+        let given = with_subcommand_settings(Line::command(), true).try_get_matches_from(&args)?;
+        let mut leaf = &given;
+        while let Some((_, inner)) = leaf.subcommand() {
+            leaf = inner;
+        }
+        if !std::ptr::eq(leaf, &given) {
+            config.update_from_arg_matches(leaf)?;
+        }
+        Ok(Cli { command, config })
+    }
+
+    /// The command with each subcommand's settings, as `--help` shows it.
+    pub fn command() -> clap::Command {
+        with_subcommand_settings(Line::command(), false)
+    }
+}
+
+/// Adds to each subcommand the settings it reads. `bare`: without defaults and variables (see `try_parse_from`);
+/// then every subcommand takes every setting, as the first parse has already refused the ones it does not read.
+fn with_subcommand_settings(command: clap::Command, bare: bool) -> clap::Command {
+    let settings: Vec<Arg> =
+        Config::augment_args(clap::Command::new("settings")).get_arguments().cloned().collect();
+    let mut command = command;
+    for (path, reads) in TAKING_SETTINGS {
+        let chosen: Vec<Arg> = settings
+            .iter()
+            .filter(|arg| bare || reads.is_none_or(|ids| ids.contains(&arg.get_id().as_str())))
+            .map(|arg| if bare { arg.clone().default_value(None).env(None) } else { arg.clone() })
+            .collect();
+        command = add_to(command, path, chosen);
+    }
+    command
+}
+
+fn add_to(command: clap::Command, path: &[&str], args: Vec<Arg>) -> clap::Command {
+    match path {
+        [] => command.args(args),
+        [first, rest @ ..] => command.mut_subcommand(*first, |sub| add_to(sub, rest, args)),
+    }
 }
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// Serve the API (the default): gRPC, gRPC-Web, OAuth 2.0 and Envoy ext_authz on one port. Every setting
-    /// below may come before or after `serve`.
+    /// Serve the API (the default): gRPC, gRPC-Web, JSON, OAuth 2.0 and Envoy ext_authz on one port. Every
+    /// setting may come before or after `serve`.
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
@@ -67,77 +157,78 @@ pub enum LogFormat {
     Json,
 }
 
-// Every setting is `global`: it may come after the subcommand too (`keymint serve --listen …`), and every
-// subcommand's --help lists it.
+// Each setting may come before the subcommand, and after it when the subcommand reads it (`TAKING_SETTINGS`).
 #[derive(Clone, Args)]
 pub struct Config {
     /// Address and port to listen on; port 0 picks a free one (the log says which).
-    #[arg(global = true, long, env = "KEYMINT_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "KEYMINT_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// Directory for the SQLite database and the first admin token.
-    #[arg(global = true, long, env = "KEYMINT_DATA_DIR", default_value = "./data")]
+    /// Directory for the SQLite database, the master key file (SQLite only) and the first admin token.
+    #[arg(long, env = "KEYMINT_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// A postgres://… URL switches to PostgreSQL; a sqlite:… URL picks another SQLite file.
-    #[arg(global = true, long, env = "KEYMINT_DATABASE_URL")]
+    #[arg(long, env = "KEYMINT_DATABASE_URL")]
     pub database_url: Option<String>,
-    #[arg(global = true, long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value = "pretty")]
+    /// How log lines are written (to standard output): pretty, for people, or json, one object per line for log
+    /// collectors. KEYMINT_LOG sets the level and filters (e.g. `debug`, `info,keymint=debug`).
+    #[arg(long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
     /// This process's node number (0-1023) in IDs; give every process sharing a database its own. Random if unset.
-    #[arg(global = true, long, env = "KEYMINT_NODE_ID", value_parser = clap::value_parser!(u16).range(0..=1023))]
+    #[arg(long, env = "KEYMINT_NODE_ID", value_parser = clap::value_parser!(u16).range(0..=1023))]
     pub node_id: Option<u16>,
     /// Largest request message in bytes.
-    #[arg(global = true, long, env = "KEYMINT_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "KEYMINT_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
     pub max_message_bytes: usize,
     /// Longest time a call may run, in seconds.
-    #[arg(global = true, long, env = "KEYMINT_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "KEYMINT_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
     /// RSA key sizes this server issues (2048, 3072, 4096), comma-separated; each gets its own key pool.
-    #[arg(global = true, long, env = "KEYMINT_KEY_SIZES", value_delimiter = ',', default_value = "2048", value_parser = parse_bits)]
+    #[arg(long, env = "KEYMINT_KEY_SIZES", value_delimiter = ',', default_value = "2048", value_parser = parse_bits)]
     pub key_sizes: Vec<RsaBits>,
     /// The size a request that names none gets; must be one of --key-sizes.
-    #[arg(global = true, long, env = "KEYMINT_DEFAULT_KEY_SIZE", default_value = "2048", value_parser = parse_bits)]
+    #[arg(long, env = "KEYMINT_DEFAULT_KEY_SIZE", default_value = "2048", value_parser = parse_bits)]
     pub default_key_size: RsaBits,
     /// Ready key pairs kept per size.
-    #[arg(global = true, long, env = "KEYMINT_KEY_POOL_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "KEYMINT_KEY_POOL_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     pub key_pool_size: u16,
     /// Threads generating keys per size; default: the number of cores.
-    #[arg(global = true, long, env = "KEYMINT_KEY_POOL_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "KEYMINT_KEY_POOL_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
     pub key_pool_workers: Option<u16>,
     /// How often API key usage counted in memory is written to the store, in milliseconds (and on shutdown).
-    #[arg(global = true, long, env = "KEYMINT_USAGE_FLUSH_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(long, env = "KEYMINT_USAGE_FLUSH_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub usage_flush_ms: u64,
     /// Entries each in-memory cache holds: API keys by secret, the meters of recently verified keys, application
     /// keys. The least recently used beyond it are evicted (a meter only once its usage is written).
-    #[arg(global = true, long, env = "KEYMINT_CACHE_CAPACITY", default_value_t = crate::service::DEFAULT_CACHE_CAPACITY, value_parser = parse_capacity)]
+    #[arg(long, env = "KEYMINT_CACHE_CAPACITY", default_value_t = crate::service::DEFAULT_CACHE_CAPACITY, value_parser = parse_capacity)]
     pub cache_capacity: usize,
     /// The instance-admin token to create on first start (instead of generating one), or to add later.
-    #[arg(global = true, long, env = "KEYMINT_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "KEYMINT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// The public base URL of the OAuth endpoints (`iss` of tokens); default http://<listen address>.
-    #[arg(global = true, long, env = "KEYMINT_ISSUER")]
+    #[arg(long, env = "KEYMINT_ISSUER")]
     pub issuer: Option<String>,
     /// Lifetime of access tokens: a number with s, m, h or d (e.g. 15m, 1h).
-    #[arg(global = true, long, env = "KEYMINT_ACCESS_TOKEN_TTL", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "KEYMINT_ACCESS_TOKEN_TTL", default_value = "1h", value_parser = parse_duration)]
     pub access_token_ttl: Duration,
     /// How old the token-signing key may get before it is rotated (s, m, h or d).
-    #[arg(global = true, long, env = "KEYMINT_SIGNING_KEY_ROTATION", default_value = "30d", value_parser = parse_duration)]
+    #[arg(long, env = "KEYMINT_SIGNING_KEY_ROTATION", default_value = "30d", value_parser = parse_duration)]
     pub signing_key_rotation: Duration,
     /// Networks of the proxies in front of keymint (CIDRs or addresses, comma-separated), e.g. Envoy's. For a
     /// request from one of them, the client is the right-most address in x-forwarded-for that is not a trusted
     /// proxy: API-key network rules, ext_authz and the logs see that address. Others' x-forwarded-for is ignored.
-    #[arg(global = true, long, env = "KEYMINT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    #[arg(long, env = "KEYMINT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
     pub trusted_proxies: Vec<Cidr>,
     /// The key (32 bytes, base64) that seals the signing keys in the store. Required with PostgreSQL; with
     /// SQLite, generated into <data dir>/master.key on the first start when not given.
-    #[arg(global = true, long, env = "KEYMINT_MASTER_KEY", hide_env_values = true)]
+    #[arg(long, env = "KEYMINT_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
     /// Serve Prometheus metrics at /metrics, without a credential (as scrapers expect): keep the port internal,
     /// or turn this off (`--metrics false`), which also stops the per-call recording.
-    #[arg(global = true, long, env = "KEYMINT_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "KEYMINT_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub metrics: bool,
     /// On SIGTERM or Ctrl-C, how long /ready answers 503 (and health NOT_SERVING) while calls are still served,
     /// before the listener closes, so that load balancers stop sending calls first: 0, 500ms, 5s, 1m.
-    #[arg(global = true, long, env = "KEYMINT_SHUTDOWN_DRAIN", default_value = "0s", value_parser = parse_drain)]
+    #[arg(long, env = "KEYMINT_SHUTDOWN_DRAIN", default_value = "0s", value_parser = parse_drain)]
     pub shutdown_drain: Duration,
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -148,14 +239,14 @@ pub struct Config {
 pub struct TlsArgs {
     /// PEM certificate chain (the server's certificate first); with --tls-key the port speaks only TLS (ALPN h2
     /// and http/1.1). Read again on SIGHUP.
-    #[arg(global = true, long = "tls-cert", env = "KEYMINT_TLS_CERT")]
+    #[arg(long = "tls-cert", env = "KEYMINT_TLS_CERT")]
     pub cert: Option<PathBuf>,
     /// PEM private key of the certificate: PKCS#8, PKCS#1 (RSA) or SEC1 (EC). Read again on SIGHUP.
-    #[arg(global = true, long = "tls-key", env = "KEYMINT_TLS_KEY")]
+    #[arg(long = "tls-key", env = "KEYMINT_TLS_KEY")]
     pub key: Option<PathBuf>,
     /// PEM CA certificates: clients must present a certificate that chains to one (mutual TLS). Read again on
     /// SIGHUP.
-    #[arg(global = true, long = "tls-client-ca", env = "KEYMINT_TLS_CLIENT_CA")]
+    #[arg(long = "tls-client-ca", env = "KEYMINT_TLS_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
 }
 
@@ -311,8 +402,6 @@ pub fn redact_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     use super::*;
 
     #[test]
@@ -369,6 +458,48 @@ mod tests {
         let help = help.unwrap_or_default();
         for flag in ["--listen", "--data-dir", "--database-url", "--trusted-proxies", "--master-key"] {
             assert!(help.contains(flag), "serve --help lists {flag}");
+        }
+    }
+
+    #[test]
+    fn settings_after_the_subcommand_win_and_each_subcommand_takes_only_its_own() {
+        let cli = Cli::parse_from([
+            "keymint",
+            "--listen",
+            "127.0.0.1:1",
+            "--node-id",
+            "7",
+            "serve",
+            "--listen",
+            "127.0.0.1:2",
+        ]);
+        assert_eq!(cli.config.listen, "127.0.0.1:2".parse().unwrap(), "after the subcommand wins");
+        assert_eq!(cli.config.node_id, Some(7), "before the subcommand stays when not given after it");
+        let cli = Cli::parse_from(["keymint", "--data-dir", "/a", "migrate"]);
+        assert!(matches!(cli.command, Some(Command::Migrate)));
+        assert_eq!(cli.config.data_dir, PathBuf::from("/a"));
+        let cli =
+            Cli::parse_from(["keymint", "--data-dir", "/a", "projections", "rebuild", "--data-dir", "/b"]);
+        assert_eq!(cli.config.data_dir, PathBuf::from("/b"));
+        let cli = Cli::parse_from(["keymint", "backup", "/copy.db", "--database-url", "sqlite:/x.db"]);
+        assert_eq!(cli.config.database_url.as_deref(), Some("sqlite:/x.db"));
+        assert!(
+            matches!(cli.command, Some(Command::Backup { to }) if to == std::path::Path::new("/copy.db"))
+        );
+        let cli =
+            Cli::parse_from(["keymint", "signing-keys", "rotate", "--master-key", "k", "--node-id", "3"]);
+        assert_eq!((cli.config.master_key.as_deref(), cli.config.node_id), (Some("k"), Some(3)));
+        assert_eq!(cli.config.listen, "127.0.0.1:50051".parse().unwrap(), "the default");
+        for refused in [
+            &["keymint", "migrate", "--listen", "127.0.0.1:0"][..],
+            &["keymint", "backup", "/copy.db", "--master-key", "k"],
+            &["keymint", "projections", "rebuild", "--key-sizes", "2048"],
+            &["keymint", "signing-keys", "rotate", "--trusted-proxies", "10.0.0.0/8"],
+        ] {
+            assert!(
+                Cli::try_parse_from(refused).is_err(),
+                "{refused:?} names a setting its subcommand does not read"
+            );
         }
     }
 

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use keymint::{
     app,
     config::{Cli, Command, LogFormat, ProjectionsAction, SigningKeysAction},

@@ -115,6 +115,15 @@ pub fn malformed(message: impl Into<String>) -> Status {
     with_reason(Code::InvalidArgument, message, "MALFORMED_REQUEST")
 }
 
+/// A request with a field whose value it cannot take (a JSON type, a range, an enum name): INVALID_ARGUMENT with
+/// the field, as the validation of the service layer says it.
+pub fn invalid_field(message: impl Into<String>, field: &str, description: &str) -> Status {
+    crate::api::http::metrics::note_reason("INVALID_ARGUMENT");
+    let mut details = ErrorDetails::with_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, HashMap::new());
+    details.set_bad_request(vec![FieldViolation::new(field, description)]);
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
 /// A call its client or a proxy gave up (reset the stream) before keymint had its request: nobody receives this
 /// answer, but the request log records it as what it is rather than as a fault.
 pub fn cancelled() -> Status {
@@ -168,13 +177,16 @@ pub fn http_status(code: Code) -> StatusCode {
     }
 }
 
-/// A JSON request for a path no HTTP rule has.
-pub fn no_route(method: &http::Method, path: &str) -> Status {
-    with_reason(
-        Code::NotFound,
-        format!("no JSON route is {method} {path}: /openapi.json lists them all"),
-        "ROUTE_NOT_FOUND",
-    )
+/// A JSON request for a path no HTTP rule has; `known`: the path that has one, when the caller left out a prefix.
+pub fn no_route(method: &http::Method, path: &str, known: Option<&str>) -> Status {
+    let message = match known {
+        Some(known) => format!(
+            "no JSON route is {method} {path}: the management API's paths begin with /management/v1, so this one \
+             is {known} (/openapi.json lists every route)"
+        ),
+        None => format!("no JSON route is {method} {path}: /openapi.json lists them all"),
+    };
+    with_reason(Code::NotFound, message, "ROUTE_NOT_FOUND")
 }
 
 /// A JSON request for a known path with a method it does not take (HTTP 405, with `allow`).

@@ -50,6 +50,16 @@ pub enum AdminToken {
     Existing,
 }
 
+/// A supplied instance-admin token is long enough to be a secret; checked before a start writes anything.
+pub fn check_admin_token(supplied: Option<&str>) -> Result<()> {
+    match supplied {
+        Some(token) if token.len() < MIN_SUPPLIED_TOKEN_LEN => Err(Error::Internal(format!(
+            "KEYMINT_ADMIN_TOKEN must be at least {MIN_SUPPLIED_TOKEN_LEN} characters"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl Services {
     /// Resolves a bearer secret to its principal: from memory when this process has seen it before. An API key
     /// (`km_live_…`/`km_test_…`) is checked like a verify call from `client_ip` and counts as one use of it.
@@ -151,13 +161,7 @@ impl Services {
     /// A first start leaves all or nothing: a generated token is on disk (under a name of its own) before the
     /// organization and the credential are written in one transaction, and takes its final name only after it.
     pub async fn bootstrap(&self, data_dir: &Path, supplied: Option<&str>) -> Result<AdminToken> {
-        if let Some(token) = supplied
-            && token.len() < MIN_SUPPLIED_TOKEN_LEN
-        {
-            return Err(Error::Internal(format!(
-                "KEYMINT_ADMIN_TOKEN must be at least {MIN_SUPPLIED_TOKEN_LEN} characters"
-            )));
-        }
+        check_admin_token(supplied)?;
         if !self.store.is_empty().await? {
             if let Some(token) = supplied {
                 self.ensure_admin_credential(token).await?;

@@ -92,18 +92,30 @@ fn still_published(superseded_at: Timestamp, now: Timestamp, ttl: Duration) -> b
     superseded_at.micros().saturating_add(window) > now.micros()
 }
 
-/// The master key the configuration names, or (SQLite only) the one in the data directory, generated there on a
-/// first start. `has_keys`: whether the store already holds sealed keys, which a new master key could not open.
-fn master_key(data_dir: &Path, supplied: Option<&str>, shared: bool, has_keys: bool) -> Result<MasterKey> {
+/// The master key given in the settings, if any, or why the settings lack one: with PostgreSQL it must be given.
+/// Needs neither the store nor the data directory, so that a start checks it before it writes anything.
+pub fn supplied_master_key(supplied: Option<&str>, shared: bool) -> Result<Option<MasterKey>> {
     if let Some(text) = supplied {
-        return MasterKey::parse(text).map_err(|e| Error::Internal(format!("KEYMINT_MASTER_KEY: {}", e.0)));
+        let key =
+            MasterKey::parse(text).map_err(|e| Error::Internal(format!("KEYMINT_MASTER_KEY: {}", e.0)))?;
+        return Ok(Some(key));
     }
     if shared {
         return Err(Error::Internal(
-            "KEYMINT_MASTER_KEY is required with PostgreSQL: every keymint process sharing the database must seal \
-             and open the signing keys with the same key (generate one with `head -c32 /dev/urandom | base64`)"
+            "KEYMINT_MASTER_KEY (--master-key) is required with PostgreSQL: every keymint process sharing the \
+             database must seal and open the signing keys with the same key (generate one with `head -c32 \
+             /dev/urandom | base64`)"
                 .into(),
         ));
+    }
+    Ok(None)
+}
+
+/// The master key the configuration names, or (SQLite only) the one in the data directory, generated there on a
+/// first start. `has_keys`: whether the store already holds sealed keys, which a new master key could not open.
+fn master_key(data_dir: &Path, supplied: Option<&str>, shared: bool, has_keys: bool) -> Result<MasterKey> {
+    if let Some(key) = supplied_master_key(supplied, shared)? {
+        return Ok(key);
     }
     let path = data_dir.join(MASTER_KEY_FILE);
     match std::fs::read_to_string(&path) {

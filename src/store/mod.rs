@@ -144,7 +144,18 @@ macro_rules! from_row {
     };
 }
 
-from_row!(RecordedEvent { position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, resource_owner, creator, created_at });
+from_row!(RecordedEvent {
+    position,
+    aggregate_type,
+    aggregate_id,
+    sequence,
+    event_type,
+    event_version,
+    payload,
+    resource_owner,
+    creator,
+    created_at
+});
 from_row!(RowDetails { org_id, sequence, created_at, changed_at });
 from_row!(OrgRow { id, name } flatten { details });
 from_row!(ProjectRow { id, name } flatten { details });

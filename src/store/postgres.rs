@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::{
-    ChangeFeed, Changed, Result,
+    ChangeFeed, Changed, Result, StoreError,
     migrate::{Migration, migrations},
     sql::impl_event_store,
 };
@@ -59,6 +59,26 @@ pub struct PgStore {
     options: PgConnectOptions,
 }
 
+/// The errors a first start meets most, said plainly: PostgreSQL's own text names the server's C source line.
+fn explain_connect_error(error: sqlx::Error, options: &PgConnectOptions) -> StoreError {
+    let code = match &error {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    // 3D000 invalid_catalog_name: the database of the URL does not exist.
+    if code.as_deref() == Some("3D000") {
+        let (host, port) = (options.get_host(), options.get_port());
+        let user = options.get_username();
+        let name = options.get_database().unwrap_or(user);
+        return StoreError::Config(format!(
+            "the PostgreSQL server at {host}:{port} has no database named {name:?}: create it (`createdb -h {host} \
+             -p {port} -U {user} {name}`, or `CREATE DATABASE {name};` in psql), or point --database-url \
+             (KEYMINT_DATABASE_URL) at an existing one"
+        ));
+    }
+    error.into()
+}
+
 impl PgStore {
     /// Connects to a `postgres://` URL and migrates the database.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -67,7 +87,8 @@ impl PgStore {
             .max_connections(16)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
-            .await?;
+            .await
+            .map_err(|e| explain_connect_error(e, &options))?;
         Self::run_migrations(&pool, MIGRATIONS, Some(MIGRATION_LOCK)).await?;
         let leases = PgPoolOptions::new()
             .max_connections(LEASE_CONNECTIONS)

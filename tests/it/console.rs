@@ -1,6 +1,7 @@
 //! The browser console (web/) in headless Chromium against a real keymint: the page is served from another
-//! origin, so this also proves the gRPC-Web CORS settings a browser needs. Runs when KEYMINT_TEST_CHROMIUM names
-//! a Chromium and web/dist holds a build (`.ci/run` installs Debian's chromium and builds the console).
+//! origin, so this also proves the gRPC-Web CORS settings a browser needs. Ignored unless asked for
+//! (`--include-ignored`); then KEYMINT_TEST_CHROMIUM must name a Chromium and web/dist hold a build (`.ci/tools.sh`
+//! installs Debian's chromium and builds the console).
 
 use keymint::api::pb::keymint::{
     apikeys::v1::ListApiKeysRequest,
@@ -25,21 +26,22 @@ struct Created {
     api_key_last_four: String,
 }
 
-/// Chromium, when KEYMINT_TEST_CHROMIUM names one; the console must be built then.
-fn chromium() -> Option<String> {
-    let chromium = crate::helpers::outside_tool("KEYMINT_TEST_CHROMIUM", "the browser console test")?;
+/// The Chromium KEYMINT_TEST_CHROMIUM names; the console must be built too.
+fn chromium() -> String {
+    let chromium = crate::helpers::outside_tool("KEYMINT_TEST_CHROMIUM", "Chromium (Debian's chromium)");
     assert!(
         std::path::Path::new(WEB).join("dist/index.html").exists(),
-        "KEYMINT_TEST_CHROMIUM is set but the console is not built: npm --prefix web ci && npm --prefix web run build"
+        "the console is not built: npm --prefix web ci && npm --prefix web run build (.ci/tools.sh does it)"
     );
-    Some(chromium)
+    chromium
 }
 
 const WEB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium (KEYMINT_TEST_CHROMIUM) and a built web/: source .ci/tools.sh"]
 async fn the_console_creates_projects_apps_and_keys_in_a_browser() {
-    let Some(chromium) = chromium() else { return };
+    let chromium = chromium();
     let server = TestServer::start(Db::Sqlite).await;
     let created = run_console(&chromium, server.url(), &server).await;
     check_created(&server, &created).await;
@@ -49,9 +51,10 @@ async fn the_console_creates_projects_apps_and_keys_in_a_browser() {
 /// The same flow with the browser talking to Envoy's gRPC-Web filter (deploy/envoy/grpc-web.yaml), which talks
 /// gRPC to keymint: CORS and error details as Envoy passes them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium (KEYMINT_TEST_CHROMIUM), a built web/ and Envoy (KEYMINT_TEST_ENVOY): source .ci/tools.sh"]
 async fn the_console_works_through_envoy() {
-    let Some(chromium) = chromium() else { return };
-    let Some(envoy) = crate::envoy::envoy_binary() else { return };
+    let chromium = chromium();
+    let envoy = crate::envoy::envoy_binary();
     let server = TestServer::start(Db::Sqlite).await;
     let proxy = Envoy::start(&envoy, "grpc-web.yaml", &crate::envoy::keymint_values(&server)).await;
     let created = run_console(&chromium, proxy.url(), &server).await;

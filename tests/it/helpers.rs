@@ -20,9 +20,11 @@ use sqlx::{Connection, Row};
 use tempfile::TempDir;
 use tonic::{Request, metadata::MetadataValue, transport::Channel};
 
-/// Runs an async test body once per database: `on_both_databases!(name, body_fn)` defines `name_sqlite` and
-/// `name_postgres`. The PostgreSQL variant passes without running when KEYMINT_TEST_POSTGRES_URL is unset,
-/// and says so; `.ci/run` always sets it.
+/// Runs an async test body once per database: `on_both_databases!(name, body_fn)` defines `name::sqlite` and
+/// `name::postgres`. The PostgreSQL variant is ignored, with the reason, unless asked for (`cargo test --
+/// --include-ignored`, as `.ci/run` does): then it needs KEYMINT_TEST_POSTGRES_URL and fails without it.
+/// `on_both_databases!(name, body_fn, ignore = "needs …")` ignores both variants: for bodies that need an
+/// outside tool.
 macro_rules! on_both_databases {
     ($name:ident, $body:ident) => {
         mod $name {
@@ -32,10 +34,24 @@ macro_rules! on_both_databases {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs PostgreSQL: set KEYMINT_TEST_POSTGRES_URL (source .ci/tools.sh)"]
             async fn postgres() {
-                if let Some(db) = $crate::helpers::Db::postgres() {
-                    super::$body(db).await;
-                }
+                super::$body($crate::helpers::Db::required_postgres()).await;
+            }
+        }
+    };
+    ($name:ident, $body:ident, ignore = $reason:literal) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = $reason]
+            async fn sqlite() {
+                super::$body($crate::helpers::Db::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = $reason]
+            async fn postgres() {
+                super::$body($crate::helpers::Db::required_postgres()).await;
             }
         }
     };
@@ -50,13 +66,16 @@ pub enum Db {
 }
 
 impl Db {
-    pub fn postgres() -> Option<Db> {
+    /// The PostgreSQL server of KEYMINT_TEST_POSTGRES_URL. Tests that call this are `#[ignore]`d, so they run
+    /// only when asked for; asked for without the variable, they fail (a skipped test must not pass).
+    pub fn required_postgres() -> Db {
         match std::env::var("KEYMINT_TEST_POSTGRES_URL") {
-            Ok(url) if !url.is_empty() => Some(Db::Postgres(url)),
-            _ => {
-                eprintln!("KEYMINT_TEST_POSTGRES_URL is not set: skipping the PostgreSQL variant");
-                None
-            }
+            Ok(url) if !url.is_empty() => Db::Postgres(url),
+            _ => panic!(
+                "KEYMINT_TEST_POSTGRES_URL is not set: this test needs a PostgreSQL server. Set it to the URL of \
+                 one whose user may CREATE DATABASE (e.g. postgres://postgres@127.0.0.1:5432/postgres), or \
+                 `source .ci/tools.sh`, which sets it; or leave out the ignored tests (no --include-ignored)"
+            ),
         }
     }
 }
@@ -386,19 +405,31 @@ pub struct Claims {
     pub exp: u64,
 }
 
-/// An outside tool a test drives (Python, Envoy, Chromium), named by the environment variable `var` that `.ci/run`
-/// sets; when it is unset, None and a line saying which `skipped` part does not run.
-pub fn outside_tool(var: &str, skipped: &str) -> Option<String> {
+/// An outside tool a test drives (Python, Envoy, Chromium), named by the environment variable `var`. Tests that
+/// call this are `#[ignore]`d; asked for (`--include-ignored`) without the variable, they fail and say what to
+/// install: `.ci/tools.sh` installs every tool and sets every variable.
+pub fn outside_tool(var: &str, what: &str) -> String {
     match std::env::var(var) {
-        Ok(tool) if !tool.is_empty() => Some(tool),
-        _ => {
-            eprintln!("{var} is not set: skipping {skipped} (.ci/run sets it)");
-            None
-        }
+        Ok(tool) if !tool.is_empty() => tool,
+        _ => panic!(
+            "{var} is not set: this test needs {what}. `source .ci/tools.sh` installs it and sets {var}; or leave \
+             out the ignored tests (no --include-ignored)"
+        ),
     }
 }
 
-/// buf from the project's npm packages, which `npm ci` installs (`.ci/run` does).
+/// What KEYMINT_TEST_PYTHON must have: one Python for every test that drives Python (`.ci/tools.sh` makes it).
+pub const PYTHON_NEEDS: &str = "a Python with authlib, PyJWT[crypto], requests and grpcio installed (a venv's \
+                                bin/python)";
+
+/// buf from the project's npm packages, which `npm ci` installs (`.ci/tools.sh` does); a test that needs it
+/// fails without it.
 pub fn buf() -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules/.bin/buf")
+    let buf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules/.bin/buf");
+    assert!(
+        buf.exists(),
+        "{} is missing: run `npm ci` in the repository (or `source .ci/tools.sh`)",
+        buf.display()
+    );
+    buf
 }

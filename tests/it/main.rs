@@ -1,5 +1,6 @@
-//! keymint's integration tests: the real server on a free port, called with real clients, on SQLite and (when
-//! KEYMINT_TEST_POSTGRES_URL is set) on PostgreSQL.
+//! keymint's integration tests: the real server on a free port, called with real clients, on SQLite and on
+//! PostgreSQL. The tests that need PostgreSQL or an outside tool are #[ignore]d with the reason: `source
+//! .ci/tools.sh && cargo test -- --include-ignored` runs them all.
 
 // Test bodies are async fns that `on_both_databases!` calls, and helpers are plain fns: clippy's
 // allow-*-in-tests settings only cover #[test] fns, so the test crate allows failing loudly here.

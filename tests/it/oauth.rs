@@ -1188,14 +1188,12 @@ async fn debug_log(db: Db) {
 }
 
 /// Python authlib (OAuth2Session with PrivateKeyJWT) and PyJWT (PyJWKClient) against a real server: an outside
-/// OAuth client library, unmodified, given keymint's key file. Runs when KEYMINT_TEST_PYTHON names a Python with
-/// them installed (`.ci/run` makes one).
+/// OAuth client library, unmodified, given keymint's key file. KEYMINT_TEST_PYTHON names a Python with them
+/// installed (`.ci/tools.sh` makes one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KEYMINT_TEST_PYTHON: a Python with authlib, PyJWT, requests and grpcio (source .ci/tools.sh)"]
 async fn an_outside_client_library_gets_introspects_and_revokes_tokens() {
-    let Some(python) = crate::helpers::outside_tool("KEYMINT_TEST_PYTHON", "the authlib/PyJWT client test")
-    else {
-        return;
-    };
+    let python = crate::helpers::outside_tool("KEYMINT_TEST_PYTHON", crate::helpers::PYTHON_NEEDS);
     let server = TestServer::start(Db::Sqlite).await;
     let key = app_with_key(&server, "billing", &["invoices:read", "invoices:write"]).await;
     let dir = tempfile::tempdir().expect("dir");
@@ -1259,12 +1257,11 @@ async fn scheduled_rotation(db: Db) {
 /// Ed25519 key file: discovery, client_credentials with private_key_jwt (Ed25519 signed as RFC 9864's "Ed25519"),
 /// the token validated by oauth4webapi's validateJwtAccessToken through jwks_uri, introspection by assertion and by
 /// a bearer token with tokens:introspect (of the token and of an API key), and revocation. Runs when
-/// KEYMINT_TEST_NODE names a Node.js and `npm --prefix tests/node ci` has been run (`.ci/run` does both).
+/// KEYMINT_TEST_NODE names a Node.js and `npm --prefix tests/node ci` has been run (.ci/tools.sh does both).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KEYMINT_TEST_NODE: Node.js, with openid-client installed in tests/node (source .ci/tools.sh)"]
 async fn openid_client_gets_validates_introspects_and_revokes_tokens() {
-    let Some(node) = crate::helpers::outside_tool("KEYMINT_TEST_NODE", "the openid-client test") else {
-        return;
-    };
+    let node = crate::helpers::outside_tool("KEYMINT_TEST_NODE", "Node.js, after npm --prefix tests/node ci");
     let server = TestServer::start(Db::Sqlite).await;
     let rsa = app_with_key(&server, "billing", &["invoices:read", "tokens:introspect"]).await;
     let mut key_files = vec![rsa.clone()];

@@ -125,8 +125,9 @@ fn verify(secret: &str) -> VerifyApiKeyRequest {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set KEYMINT_TEST_POSTGRES_URL (source .ci/tools.sh)"]
 async fn revocations_after_a_database_restart_reach_every_process() {
-    let Some(db) = Db::postgres() else { return };
+    let db = Db::required_postgres();
     let mut fresh = FreshDb::create(&db).await;
     let (proxy, a, b) = two_processes_behind(&fresh).await;
     let mut keys = Vec::new();
@@ -215,8 +216,9 @@ async fn revocations_after_a_database_restart_reach_every_process() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set KEYMINT_TEST_POSTGRES_URL (source .ci/tools.sh)"]
 async fn an_outage_fails_fast_memory_answers_and_health_follows() {
-    let Some(db) = Db::postgres() else { return };
+    let db = Db::required_postgres();
     let mut fresh = FreshDb::create(&db).await;
     let (proxy, a, b) = two_processes_behind(&fresh).await;
     b.stop().await;

@@ -568,6 +568,59 @@ async fn openapi_lists_every_rule() {
     server.stop().await;
 }
 
+/// A value its field cannot take is refused naming the field and what it takes, in the body or in the query; a
+/// ZITADEL path without its /management/v1 prefix is told the path that exists; OAuth's POST endpoints answer
+/// other methods in JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_the_field_what_it_takes_and_the_path_that_exists() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let json = Json::http1(&server);
+    let message = |body: &Value| body["message"].as_str().unwrap_or_default().to_owned();
+
+    let (status, body) = json
+        .call(Method::POST, "/management/v1/projects/_search", Some(json!({"query": {"limit": -1}})))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_parts(&body, 3), ("INVALID_ARGUMENT".to_owned(), vec!["query.limit".to_owned()]));
+    let said = message(&body);
+    assert!(said.contains("query.limit") && said.contains("from 0 to 4294967295"), "{said}");
+    assert!(!said.contains("integral type"), "no parser internals: {said}");
+
+    let (status, body) = json.call(Method::GET, "/apikeys/v1/keys?limit=abc", None).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_parts(&body, 3).1, ["limit"]);
+    let said = message(&body);
+    assert!(said.contains("query parameter \"limit\"") && said.contains("whole number"), "{said}");
+    assert!(!said.contains("JSON body"), "a query parameter is not the body: {said}");
+
+    let environments = ["ENVIRONMENT_LIVE", "ENVIRONMENT_TEST"];
+    let create = json!({"title": "t", "scopes": ["a:b"], "environment": "ENVIRONMENT_X"});
+    let (status, body) = json.call(Method::POST, "/apikeys/v1/keys", Some(create)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_parts(&body, 3).1, ["environment"]);
+    assert!(environments.iter().all(|e| message(&body).contains(e)), "the valid values are listed: {body}");
+    let (status, body) = json.call(Method::GET, "/apikeys/v1/keys?environment=X", None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(environments.iter().all(|e| message(&body).contains(e)), "the valid values are listed: {body}");
+
+    let (status, body) = json.call(Method::POST, "/projects/1/apps/2/keys", Some(json!({}))).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(error_parts(&body, 5).0, "ROUTE_NOT_FOUND");
+    assert!(message(&body).contains("/management/v1/projects/1/apps/2/keys"), "{body}");
+    let (status, body) = json.call(Method::GET, "/nothing/here", None).await;
+    assert_eq!(status, 404);
+    assert!(!message(&body).contains("/management/v1"), "no path is made up: {body}");
+
+    for path in ["/oauth/v2/token", "/oauth/v2/introspect", "/oauth/v2/revoke"] {
+        let (status, body, headers) = json.raw(Method::GET, path, None, &[]).await;
+        assert_eq!(status, 405, "{path}: {body}");
+        assert_eq!(headers.get("allow").and_then(|v| v.to_str().ok()), Some("POST"), "{path}");
+        assert_eq!(body["error"], "invalid_request", "{path}: {body}");
+        assert!(body["error_description"].as_str().is_some_and(|d| d.contains("use POST")), "{body}");
+    }
+    server.stop().await;
+}
+
 /// `{project_id}` → `{projectId}`, as OpenAPI paths name the variables by their JSON names.
 fn camel_variables(path: &str) -> String {
     let mut out = String::new();

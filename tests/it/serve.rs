@@ -30,6 +30,52 @@ fn serve_help_lists_the_settings() {
     assert!(!refused.expect("run").status.success());
 }
 
+/// Each subcommand's `--help` lists the settings it reads and no others; `keymint --help` and `serve --help` list
+/// them all, and the first line says what keymint is.
+#[test]
+fn every_subcommand_help_lists_only_the_settings_it_reads() {
+    const STORE: &[&str] = &["--data-dir", "--database-url", "--log-format"];
+    const SERVE_ONLY: &[&str] =
+        &["--listen", "--key-sizes", "--issuer", "--trusted-proxies", "--tls-cert", "--metrics"];
+    let help = |args: &[&str]| {
+        let output =
+            Command::new(env!("CARGO_BIN_EXE_keymint")).args(args).arg("--help").output().expect("run");
+        assert!(output.status.success(), "{args:?} --help");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    for args in [&[][..], &["serve"]] {
+        let text = help(args);
+        for flag in STORE.iter().chain(SERVE_ONLY).chain(&["--master-key", "--node-id"]) {
+            assert!(text.contains(flag), "{args:?} --help lists {flag}:\n{text}");
+        }
+        assert!(text.contains("How log lines are written"), "--log-format is described:\n{text}");
+    }
+    let top = help(&[]);
+    assert!(top.contains("EC P-256") && top.contains("Ed25519") && top.contains("OAuth 2.0"), "{top}");
+    let cases: [(&[&str], &[&str]); 4] = [
+        (&["migrate"], &[]),
+        (&["backup"], &[]),
+        (&["projections", "rebuild"], &[]),
+        (&["signing-keys", "rotate"], &["--master-key", "--node-id"]),
+    ];
+    for (args, extra) in cases {
+        let text = help(args);
+        for flag in STORE.iter().chain(extra) {
+            assert!(text.contains(flag), "{args:?} --help lists {flag}:\n{text}");
+        }
+        let unread = SERVE_ONLY.iter().chain(&["--master-key", "--node-id"]).filter(|f| !extra.contains(f));
+        for flag in unread {
+            assert!(!text.contains(flag), "{args:?} --help does not list {flag}:\n{text}");
+        }
+    }
+    // A setting a subcommand does not read is refused after it, and still taken before it, as always.
+    let refused =
+        Command::new(env!("CARGO_BIN_EXE_keymint")).args(["migrate", "--listen", "127.0.0.1:0"]).output();
+    let refused = refused.expect("run");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--listen"), "the error names the flag");
+}
+
 on_both_databases!(serve_takes_its_settings_and_logs_clients_and_reset_calls, serve_and_log);
 async fn serve_and_log(db: Db) {
     let mut fresh = FreshDb::create(&db).await;

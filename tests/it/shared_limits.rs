@@ -92,12 +92,13 @@ struct Admitted {
 /// Three keymint processes on one PostgreSQL database; one key limited to 50 calls a second (burst 50) and one
 /// with a daily quota of 600, both verified through all three at once for a few seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set KEYMINT_TEST_POSTGRES_URL (source .ci/tools.sh)"]
 async fn three_processes_share_one_rate_limit_and_one_quota() {
     const PER_SECOND: u32 = 50;
     const BURST: u32 = 50;
     const QUOTA: u64 = 600;
     const CALLERS: usize = 6;
-    let Some(db) = Db::postgres() else { return };
+    let db = Db::required_postgres();
     let mut fresh = FreshDb::create(&db).await;
     let token = keymint::crypto::secret::new_secret("km_admin_").expect("rng").to_string();
     let first = Process::start(&fresh, &token).await;

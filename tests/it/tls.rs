@@ -101,11 +101,10 @@ impl Pki {
     }
 
     fn openssl(&self, args: &[&str]) {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("run openssl (it makes the test certificates)");
+        let output =
+            Command::new("openssl").args(args).current_dir(self.dir.path()).output().expect(
+                "run openssl, which makes the test certificates: install it (apt-get install openssl)",
+            );
         assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     }
 
@@ -332,27 +331,18 @@ async fn run(mut command: Command) -> Output {
     tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("run the command")
 }
 
-fn curl_available() -> bool {
+/// curl, which the tests of outside clients drive; they fail without it.
+fn require_curl() {
     let available = Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !available {
-        eprintln!("curl is not installed: skipping the curl calls (.ci/run installs it)");
-    }
-    available
+    assert!(
+        available,
+        "curl is not installed: this test needs it (apt-get install curl; .ci/tools.sh does it)"
+    );
 }
 
-fn buf() -> Option<PathBuf> {
-    let buf = helpers::buf();
-    if !buf.exists() {
-        eprintln!(
-            "node_modules/.bin/buf is missing: skipping the buf curl calls (`npm ci`; .ci/run does it)"
-        );
-        return None;
-    }
-    Some(buf)
-}
-
-fn python() -> Option<String> {
-    helpers::outside_tool("KEYMINT_TEST_PYTHON", "the grpcio calls")
+/// The Python of KEYMINT_TEST_PYTHON, which needs grpcio here (as the OAuth client test needs authlib and PyJWT).
+fn python() -> String {
+    helpers::outside_tool("KEYMINT_TEST_PYTHON", helpers::PYTHON_NEEDS)
 }
 
 /// Python grpcio's health check and ListProjects over TLS; the names of the projects it listed.
@@ -431,7 +421,31 @@ async fn every_client(db: Db) {
     let https = format!("https://127.0.0.1:{}", addr.port());
     assert_eq!(discovery(&mut sender).await["issuer"], https.as_str(), "the issuer defaults to https://");
 
-    if curl_available() {
+    drop((channel, management, api_keys, both, sender));
+    server.stop().await;
+}
+
+/// curl (HTTP/1.1 and HTTP/2), `buf curl` (gRPC and gRPC-Web) and Python grpcio against the TLS port: clients
+/// keymint does not build, with their own TLS stacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs curl, buf (npm ci) and KEYMINT_TEST_PYTHON with grpcio: source .ci/tools.sh"]
+async fn outside_clients_speak_to_the_tls_port() {
+    let pki = Pki::new();
+    let ca = pki.ca("ca");
+    let pair = pki.server(&ca, "server");
+    let server = start(Db::Sqlite, &pair, None).await;
+    let addr = server.addr;
+    let https = format!("https://127.0.0.1:{}", addr.port());
+    let mut management = ManagementServiceClient::new(
+        channel(addr, client_config(&[&ca.cert], None, &["h2"])).await.expect("TLS channel"),
+    );
+    management
+        .add_project(server.req(AddProjectRequest { name: "over-tls".into() }))
+        .await
+        .expect("add project");
+    require_curl();
+
+    {
         let curl = |args: &[&str]| {
             let mut command = Command::new("curl");
             command.args(["-sS", "--fail-with-body", "--cacert"]).arg(&ca.cert).args(args);
@@ -459,7 +473,8 @@ async fn every_client(db: Db) {
         assert!(!plain.status.success());
     }
 
-    if let Some(buf) = buf() {
+    {
+        let buf = helpers::buf();
         for protocol in ["grpc", "grpcweb"] {
             let mut command = Command::new(&buf);
             command
@@ -481,11 +496,12 @@ async fn every_client(db: Db) {
         }
     }
 
-    if let Some(python) = python() {
+    {
+        let python = python();
         let names = grpcio(&python, addr, &ca.cert, &server.token, None).await;
         assert!(names.contains(&"over-tls".to_owned()), "{names:?}");
     }
-    drop((channel, management, api_keys, both, sender));
+    drop(management);
     server.stop().await;
 }
 
@@ -577,24 +593,6 @@ async fn client_certificates_are_required_with_a_client_ca_and_reloaded() {
     assert!(call(None).await.is_err(), "no client certificate");
     assert!(call(Some(&outsider)).await.is_err(), "a certificate of another CA");
 
-    if curl_available() {
-        let url = format!("https://127.0.0.1:{}/.well-known/openid-configuration", addr.port());
-        let curl = |identity: Option<&Pair>| {
-            let mut command = Command::new("curl");
-            command.args(["-sS", "--fail-with-body", "--cacert"]).arg(&ca.cert);
-            if let Some(pair) = identity {
-                command.arg("--cert").arg(&pair.cert).arg("--key").arg(&pair.key);
-            }
-            command.arg(&url);
-            command
-        };
-        assert!(run(curl(Some(&member))).await.status.success());
-        assert!(!run(curl(None)).await.status.success());
-    }
-    if let Some(python) = python() {
-        grpcio(&python, addr, &ca.cert, &server.token, Some(&member)).await;
-    }
-
     // The client CA is read again on reload: now only the other CA's clients get in.
     std::fs::copy(&others.cert, &client_ca).expect("copy");
     server.running.as_ref().expect("running").reload_tls().await.expect("reload");
@@ -614,11 +612,44 @@ async fn client_certificates_are_required_with_a_client_ca_and_reloaded() {
         });
         line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a count")
     };
-    // Without a certificate, with another CA's (twice: before and after the reload), curl without one.
+    // Without a certificate, with another CA's before the reload, with the old CA's after it.
     assert!(value(r#"keymint_tls_handshakes_total{result="failed"}"#) >= 3, "{scrape}");
     assert!(value(r#"keymint_tls_handshakes_total{result="completed"}"#) >= 3, "{scrape}");
     assert_eq!(value(r#"keymint_tls_reloads_total{result="succeeded"}"#), 1);
     assert_eq!(value(r#"keymint_tls_reloads_total{result="failed"}"#), 0);
+    server.stop().await;
+}
+
+/// curl and Python grpcio present a client certificate to a port that requires one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs curl and KEYMINT_TEST_PYTHON with grpcio: source .ci/tools.sh"]
+async fn outside_clients_present_client_certificates() {
+    let pki = Pki::new();
+    let ca = pki.ca("ca");
+    let clients = pki.ca("clients");
+    let member = pki.leaf(&clients, "member", KeyKind::Pkcs8, "client");
+    let server = start(Db::Sqlite, &pki.server(&ca, "server"), Some(&clients.cert)).await;
+    let addr = server.addr;
+    require_curl();
+    {
+        let url = format!("https://127.0.0.1:{}/.well-known/openid-configuration", addr.port());
+        let curl = |identity: Option<&Pair>| {
+            let mut command = Command::new("curl");
+            command.args(["-sS", "--fail-with-body", "--cacert"]).arg(&ca.cert);
+            if let Some(pair) = identity {
+                command.arg("--cert").arg(&pair.cert).arg("--key").arg(&pair.key);
+            }
+            command.arg(&url);
+            command
+        };
+        assert!(run(curl(Some(&member))).await.status.success());
+        assert!(!run(curl(None)).await.status.success());
+    }
+    {
+        let python = python();
+        grpcio(&python, addr, &ca.cert, &server.token, Some(&member)).await;
+    }
+
     server.stop().await;
 }
 

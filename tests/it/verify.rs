@@ -696,8 +696,9 @@ async fn usage_and_quota_outlive_a_restart(db: Db) {
 /// Two keymint processes on one PostgreSQL: a key revoked on one is refused by the other (which verifies from
 /// memory) within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set KEYMINT_TEST_POSTGRES_URL (source .ci/tools.sh)"]
 async fn a_revocation_on_one_process_reaches_the_other_within_a_second() {
-    let Some(db) = Db::postgres() else { return };
+    let db = Db::required_postgres();
     let first = TestServer::start(db).await;
     let second = first.start_beside().await;
     let (id, secret) = first.api_key("shared", &["a:b"]).await;

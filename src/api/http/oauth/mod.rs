@@ -44,9 +44,9 @@ pub fn routes(services: Arc<Services>) -> Router {
         .route("/.well-known/openid-configuration", get(metadata))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route(KEYS_PATH, get(keys))
-        .route(TOKEN_PATH, post(token))
-        .route(INTROSPECT_PATH, post(introspect))
-        .route(REVOKE_PATH, post(revoke))
+        .route(TOKEN_PATH, post(token).fallback(post_only))
+        .route(INTROSPECT_PATH, post(introspect).fallback(post_only))
+        .route(REVOKE_PATH, post(revoke).fallback(post_only))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(cors)
         .with_state(services)
@@ -165,6 +165,19 @@ fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Error> {
         )
         .into()),
     }
+}
+
+/// Another method than POST on a POST endpoint: RFC 6749 clients read errors as JSON, so the 405 says it in
+/// JSON too (with `allow: POST`), not in an empty body.
+async fn post_only(method: Method, uri: http::Uri) -> Response<Body> {
+    let description = format!("{} takes only POST (a form post), not {method}: use POST", uri.path());
+    let mut response = json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({"error": "invalid_request", "error_description": description}),
+        None,
+    );
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
 }
 
 fn client_assertion<'a>(form: &'a Form<'_>) -> ClientAssertion<'a> {

@@ -4,6 +4,7 @@
 
 mod call;
 mod errors;
+mod fields;
 mod openapi;
 mod rules;
 mod template;
@@ -138,7 +139,10 @@ async fn transcode(State(transcoder): State<Arc<Transcoder>>, request: Request) 
     let path = parts.uri.path().to_owned();
     let (route, variables) = match transcoder.routes.lookup(&parts.method, &path) {
         Lookup::Found(route, variables) => (route, variables),
-        Lookup::NotFound => return errors::response(&error::no_route(&parts.method, &path)),
+        Lookup::NotFound => {
+            let known = with_management_prefix(&transcoder.routes, &parts.method, &path);
+            return errors::response(&error::no_route(&parts.method, &path, known.as_deref()));
+        }
         Lookup::WrongMethod(allowed) => {
             let allowed = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
             let status = error::wrong_method(&parts.method, &path, &allowed);
@@ -170,7 +174,12 @@ async fn transcode(State(transcoder): State<Arc<Transcoder>>, request: Request) 
     };
     let message = match transcode::request(route, &variables, parts.uri.query(), &body) {
         Ok(message) => message,
-        Err(e) => return errors::response(&error::malformed(e.0)),
+        Err(e) => {
+            return errors::response(&match e.field {
+                Some((field, why)) => error::invalid_field(e.message, &field, &why),
+                None => error::malformed(e.message),
+            });
+        }
     };
     let answer =
         call::unary(transcoder.grpc.clone(), &route.grpc_path(), parts, message.encode_to_vec()).await;
@@ -193,6 +202,20 @@ async fn transcode(State(transcoder): State<Arc<Transcoder>>, request: Request) 
             response
         }
         Err(status) => errors::response(&status),
+    }
+}
+
+/// ZITADEL's documentation gives the management API's paths without their `/management/v1` prefix (`POST
+/// /projects/{id}/apps/{appId}/keys`): the path with the prefix, when keymint has a route there.
+fn with_management_prefix(routes: &Routes, method: &Method, path: &str) -> Option<String> {
+    const PREFIX: &str = "/management/v1";
+    if path.starts_with(PREFIX) || !path.starts_with('/') {
+        return None;
+    }
+    let prefixed = format!("{PREFIX}{path}");
+    match routes.lookup(method, &prefixed) {
+        Lookup::Found(..) | Lookup::WrongMethod(_) => Some(prefixed),
+        Lookup::NotFound => None,
     }
 }
 

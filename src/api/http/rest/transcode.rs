@@ -9,15 +9,39 @@ use prost_reflect::{
 };
 use serde_json::{Map, Value};
 
-use crate::api::http::rest::rules::{BodyRule, Route};
+use crate::api::http::rest::{
+    fields,
+    rules::{BodyRule, Route},
+};
 
-/// Why a request could not become a message; said to the caller as INVALID_ARGUMENT.
+/// Why a request could not become a message; said to the caller as INVALID_ARGUMENT, with the field (its JSON
+/// path) when one field's value is what does not fit.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TranscodeError(pub String);
+#[error("{message}")]
+pub struct TranscodeError {
+    pub message: String,
+    pub field: Option<(String, String)>,
+}
 
 fn fail(message: impl Into<String>) -> TranscodeError {
-    TranscodeError(message.into())
+    TranscodeError { message: message.into(), field: None }
+}
+
+/// A field that cannot take its value: `{context}{path}: {why}`, with the field for the BadRequest detail.
+fn misfit(context: &str, path: String, why: String) -> TranscodeError {
+    TranscodeError { message: format!("{context}{path}: {why}"), field: Some((path, why)) }
+}
+
+/// A body the JSON mapping refused: a syntax error says where (line and column); a value that does not fit its
+/// field is found again field by field, so that the answer names the field and what it takes.
+fn refused(input: &MessageDescriptor, json: Option<&Value>, e: &serde_json::Error) -> TranscodeError {
+    if e.is_data()
+        && let Some(json) = json
+        && let Some((path, why)) = fields::misfit(input, json)
+    {
+        return misfit("the JSON body's field ", path, why);
+    }
+    syntax(e)
 }
 
 /// The fields of a dotted path (`query.limit`), each segment by its JSON or its original name.
@@ -65,7 +89,8 @@ pub fn request(
                 let value: Value = serde_json::from_slice(body).map_err(|e| syntax(&e))?;
                 let mut wrapper = Map::new();
                 wrapper.insert(field.json_name().to_owned(), value);
-                merge_json(&mut message, Value::Object(wrapper))?;
+                let wrapper = Value::Object(wrapper);
+                merge_json(&mut message, wrapper.clone()).map_err(|e| refused(&input, Some(&wrapper), &e))?;
             }
             message
         }
@@ -96,8 +121,13 @@ pub fn request(
                     "query parameter {name:?} names a field the path or body already sets"
                 )));
             }
-            set(&mut message, &fields, &value)
-                .map_err(|why| fail(format!("query parameter {name:?}: {why}")))?;
+            set(&mut message, &fields, &value).map_err(|why| {
+                let path = fields.iter().map(|f| f.json_name()).collect::<Vec<_>>().join(".");
+                TranscodeError {
+                    message: format!("query parameter {name:?}: {why}"),
+                    field: Some((path, why)),
+                }
+            })?;
         }
     }
     // Path values win over the body's, as the rule's definition says: what the body set there is cleared first.
@@ -125,12 +155,15 @@ fn whole_body(input: &MessageDescriptor, body: &[u8]) -> Result<DynamicMessage, 
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let message =
         DynamicMessage::deserialize_with_options(input.clone(), &mut deserializer, &deserialize_options())
-            .map_err(|e| syntax(&e))?;
+            .map_err(|e| {
+                let json = if e.is_data() { serde_json::from_slice::<Value>(body).ok() } else { None };
+                refused(input, json.as_ref(), &e)
+            })?;
     deserializer.end().map_err(|e| syntax(&e))?;
     Ok(message)
 }
 
-fn deserialize_options() -> DeserializeOptions {
+pub fn deserialize_options() -> DeserializeOptions {
     DeserializeOptions::new().deny_unknown_fields(true)
 }
 
@@ -140,10 +173,11 @@ fn syntax(e: &serde_json::Error) -> TranscodeError {
 }
 
 /// Merges a JSON object (of the message's fields) into the message.
-fn merge_json(message: &mut DynamicMessage, json: Value) -> Result<(), TranscodeError> {
-    let part = DynamicMessage::deserialize_with_options(message.descriptor(), json, &deserialize_options())
-        .map_err(|e| fail(format!("the JSON body is not a valid request: {e}")))?;
-    message.merge(part.encode_to_vec().as_slice()).map_err(|e| fail(e.to_string()))
+fn merge_json(message: &mut DynamicMessage, json: Value) -> Result<(), serde_json::Error> {
+    let part = DynamicMessage::deserialize_with_options(message.descriptor(), json, &deserialize_options())?;
+    // Re-encoding a message the pool just built cannot fail to decode as its own type.
+    let _ = message.merge(part.encode_to_vec().as_slice());
+    Ok(())
 }
 
 /// Clears the leaf of `fields` so that a path value replaces, rather than adds to, what the body set.
@@ -186,7 +220,14 @@ fn set(message: &mut DynamicMessage, fields: &[FieldDescriptor], raw: &str) -> R
         object.insert(field.json_name().to_owned(), json);
         json = Value::Object(object);
     }
-    merge_json(message, json).map_err(|e| e.0)
+    merge_json(message, json).map_err(|_| {
+        // A query parameter's text is the client's own, but a string field's may be a secret: not repeated.
+        let shown = match leaf.kind() {
+            Kind::String | Kind::Bytes | Kind::Message(_) => "the value".to_owned(),
+            _ => format!("{:?}", raw.chars().take(64).collect::<String>()),
+        };
+        format!("{shown} does not fit: give {}", fields::takes(leaf))
+    })
 }
 
 /// Well-known types whose JSON form is a string or a number (Timestamp, Duration, FieldMask, wrappers).
@@ -246,7 +287,7 @@ mod tests {
         let Lookup::Found(route, variables) = routes.lookup(&method, path) else {
             return Err(format!("no route for {method} {path}"));
         };
-        let message = request(route, &variables, query, body.as_bytes()).map_err(|e| e.0)?;
+        let message = request(route, &variables, query, body.as_bytes()).map_err(|e| e.message)?;
         Ok(serde_json::to_value(&message).unwrap())
     }
 
