@@ -454,7 +454,10 @@ mod tests {
     const SIGNING_INPUT: &[u8] = b"eyJhbGciOiJ4In0.eyJzdWIiOiJrZXltaW50In0";
 
     fn assert_refuses_others(key: &PublicKey, signature: &[u8]) {
-        for alg in ["none", "HS256", "HS384", "HS512", "", "rs256", "RS384", "PS512", "ES384", "Ed25519"] {
+        for alg in [
+            "none", "HS256", "HS384", "HS512", "", "rs256", "RS384", "PS512", "ES384", "Ed448", "ed25519",
+            "EDDSA",
+        ] {
             assert!(key.verify(alg, SIGNING_INPUT, signature).is_err(), "{alg} must be refused");
         }
         let mut tampered_input = SIGNING_INPUT.to_vec();
@@ -507,20 +510,21 @@ mod tests {
         let signature = pair.sign(&SystemRandom::new(), SIGNING_INPUT).unwrap();
         assert_eq!(signature.as_ref().len(), 64, "JOSE r||s form");
         key.verify("ES256", SIGNING_INPUT, signature.as_ref()).unwrap();
-        for alg in ["RS256", "PS256", "EdDSA"] {
+        for alg in ["RS256", "PS256", "EdDSA", "Ed25519"] {
             assert!(key.verify(alg, SIGNING_INPUT, signature.as_ref()).is_err());
         }
         assert_refuses_others(&key, signature.as_ref());
     }
 
     #[test]
-    fn ed25519_key_verifies_eddsa_only() {
+    fn ed25519_key_verifies_eddsa_and_ed25519_only() {
         let pair = Ed25519KeyPair::generate().unwrap();
         let key = PublicKey::from_spki_pem(&pem(pair.public_key().as_der().unwrap().as_ref())).unwrap();
         assert_eq!(key.family(), KeyFamily::Ed25519);
-        assert_eq!(key.jws_algorithms(), ["EdDSA"]);
+        assert_eq!(key.jws_algorithms(), ["EdDSA", "Ed25519"]);
         let signature = pair.sign(SIGNING_INPUT);
         key.verify("EdDSA", SIGNING_INPUT, signature.as_ref()).unwrap();
+        key.verify("Ed25519", SIGNING_INPUT, signature.as_ref()).unwrap();
         for alg in ["RS256", "PS256", "ES256"] {
             assert!(key.verify(alg, SIGNING_INPUT, signature.as_ref()).is_err());
         }

@@ -123,7 +123,8 @@ impl Services {
     }
 
     /// A page of an application's keys (see `service::page`), with each key's public key or without
-    /// (KEY_VIEW_BASIC, where the store does not even read it).
+    /// (KEY_VIEW_BASIC, where the store does not even read it); from memory when the same page was listed before
+    /// and nothing has changed the application or its project since.
     pub async fn app_keys(
         &self,
         caller: &Caller,
@@ -132,8 +133,16 @@ impl Services {
         page: Page,
         public_key: bool,
     ) -> Result<ListView<AppKeyRow>> {
+        let org_id = caller.org_id.as_str();
+        if self.memory_is_current()
+            && let Some(listed) = self.keys_read.page(org_id, project_id, app_id, page, public_key)
+        {
+            return self.list_view(listed).await;
+        }
+        let generation = self.keys_read.generation();
         self.app(caller, project_id, app_id).await?;
-        let listed = self.store.app_keys(&caller.org_id, project_id, app_id, page, public_key).await?;
+        let listed = self.store.app_keys(org_id, project_id, app_id, page, public_key).await?;
+        self.keys_read.fill_page(generation, (org_id, project_id, app_id), page, public_key, &listed);
         self.list_view(listed).await
     }
 

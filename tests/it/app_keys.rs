@@ -286,10 +286,20 @@ async fn a_removal_on_one_process_reaches_the_other_within_a_second() {
         ..Default::default()
     };
 
-    // The second process reads the key (and keeps it in memory).
+    let list = || ListAppKeysRequest {
+        project_id: project_id.clone(),
+        app_id: app_id.clone(),
+        ..Default::default()
+    };
+
+    // The second process reads the key and lists it (and keeps both in memory).
     let mut other = second.management().await;
     other.get_app_key(second.req(get())).await.expect("visible on the second process");
     other.get_app_key(second.req(get())).await.expect("served again");
+    for _ in 0..2 {
+        let listed = other.list_app_keys(second.req(list())).await.expect("listed").into_inner();
+        assert_eq!(listed.result.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), [key_id.as_str()]);
+    }
 
     let remove = RemoveAppKeyRequest {
         project_id: project_id.clone(),
@@ -308,6 +318,10 @@ async fn a_removal_on_one_process_reaches_the_other_within_a_second() {
         }
     }
     eprintln!("removal seen by the other process after {:?}", removed_at.elapsed());
+    // Its list, served from memory a moment ago, no longer has the key either.
+    let listed = other.list_app_keys(second.req(list())).await.expect("listed").into_inner();
+    assert!(listed.result.is_empty(), "{listed:?}");
+    assert_eq!(listed.details.map(|d| d.total_result), Some(0));
     second.stop().await;
     first.stop().await;
 }
